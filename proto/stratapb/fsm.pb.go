@@ -321,6 +321,7 @@ type SnapshotHeader struct {
 	NextServerId  uint32                 `protobuf:"varint,4,opt,name=next_server_id,json=nextServerId,proto3" json:"next_server_id,omitempty"`
 	TenantRoots   map[string]uint64      `protobuf:"bytes,5,rep,name=tenant_roots,json=tenantRoots,proto3" json:"tenant_roots,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	InodeCount    uint64                 `protobuf:"varint,6,opt,name=inode_count,json=inodeCount,proto3" json:"inode_count,omitempty"`
+	DefaultPolicy *StripePolicy          `protobuf:"bytes,7,opt,name=default_policy,json=defaultPolicy,proto3" json:"default_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,6 +396,13 @@ func (x *SnapshotHeader) GetInodeCount() uint64 {
 		return x.InodeCount
 	}
 	return 0
+}
+
+func (x *SnapshotHeader) GetDefaultPolicy() *StripePolicy {
+	if x != nil {
+		return x.DefaultPolicy
+	}
+	return nil
 }
 
 type SnapshotInode struct {
@@ -606,7 +614,10 @@ type SnapshotDedup struct {
 	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	AppliedNs     int64                  `protobuf:"varint,3,opt,name=applied_ns,json=appliedNs,proto3" json:"applied_ns,omitempty"`
-	Response      []byte                 `protobuf:"bytes,4,opt,name=response,proto3" json:"response,omitempty"` // encoded result (see metaserver)
+	Response      []byte                 `protobuf:"bytes,4,opt,name=response,proto3" json:"response,omitempty"` // the marshalled response message of the command
+	Type          uint32                 `protobuf:"varint,5,opt,name=type,proto3" json:"type,omitempty"`        // command type
+	Errno         int32                  `protobuf:"varint,6,opt,name=errno,proto3" json:"errno,omitempty"`      // when the command failed: its errno
+	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`       // and its message
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -669,6 +680,79 @@ func (x *SnapshotDedup) GetResponse() []byte {
 	return nil
 }
 
+func (x *SnapshotDedup) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *SnapshotDedup) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *SnapshotDedup) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type SnapshotGarbage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId       uint64                 `protobuf:"varint,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	Servers       []uint32               `protobuf:"varint,2,rep,packed,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotGarbage) Reset() {
+	*x = SnapshotGarbage{}
+	mi := &file_stratapb_fsm_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotGarbage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotGarbage) ProtoMessage() {}
+
+func (x *SnapshotGarbage) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_fsm_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotGarbage.ProtoReflect.Descriptor instead.
+func (*SnapshotGarbage) Descriptor() ([]byte, []int) {
+	return file_stratapb_fsm_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SnapshotGarbage) GetChunkId() uint64 {
+	if x != nil {
+		return x.ChunkId
+	}
+	return 0
+}
+
+func (x *SnapshotGarbage) GetServers() []uint32 {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
 type SnapshotBadShard struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ChunkId       uint64                 `protobuf:"varint,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
@@ -681,7 +765,7 @@ type SnapshotBadShard struct {
 
 func (x *SnapshotBadShard) Reset() {
 	*x = SnapshotBadShard{}
-	mi := &file_stratapb_fsm_proto_msgTypes[10]
+	mi := &file_stratapb_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +777,7 @@ func (x *SnapshotBadShard) String() string {
 func (*SnapshotBadShard) ProtoMessage() {}
 
 func (x *SnapshotBadShard) ProtoReflect() protoreflect.Message {
-	mi := &file_stratapb_fsm_proto_msgTypes[10]
+	mi := &file_stratapb_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +790,7 @@ func (x *SnapshotBadShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBadShard.ProtoReflect.Descriptor instead.
 func (*SnapshotBadShard) Descriptor() ([]byte, []int) {
-	return file_stratapb_fsm_proto_rawDescGZIP(), []int{10}
+	return file_stratapb_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SnapshotBadShard) GetChunkId() uint64 {
@@ -747,6 +831,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_MetaMember
 	//	*SnapshotRecord_Dedup
 	//	*SnapshotRecord_BadShard
+	//	*SnapshotRecord_Garbage
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -754,7 +839,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_stratapb_fsm_proto_msgTypes[11]
+	mi := &file_stratapb_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +851,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_stratapb_fsm_proto_msgTypes[11]
+	mi := &file_stratapb_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +864,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_stratapb_fsm_proto_rawDescGZIP(), []int{11}
+	return file_stratapb_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -843,6 +928,15 @@ func (x *SnapshotRecord) GetBadShard() *SnapshotBadShard {
 	return nil
 }
 
+func (x *SnapshotRecord) GetGarbage() *SnapshotGarbage {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Garbage); ok {
+			return x.Garbage
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -871,6 +965,10 @@ type SnapshotRecord_BadShard struct {
 	BadShard *SnapshotBadShard `protobuf:"bytes,6,opt,name=bad_shard,json=badShard,proto3,oneof"`
 }
 
+type SnapshotRecord_Garbage struct {
+	Garbage *SnapshotGarbage `protobuf:"bytes,7,opt,name=garbage,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -882,6 +980,54 @@ func (*SnapshotRecord_MetaMember) isSnapshotRecord_Rec() {}
 func (*SnapshotRecord_Dedup) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_BadShard) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Garbage) isSnapshotRecord_Rec() {}
+
+// GCDoneCommand tells the FSM that the shards of these garbage chunks were
+// deleted from the dataservers (or that their servers are gone for good).
+type GCDoneCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChunkIds      []uint64               `protobuf:"varint,1,rep,packed,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GCDoneCommand) Reset() {
+	*x = GCDoneCommand{}
+	mi := &file_stratapb_fsm_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GCDoneCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GCDoneCommand) ProtoMessage() {}
+
+func (x *GCDoneCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_fsm_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GCDoneCommand.ProtoReflect.Descriptor instead.
+func (*GCDoneCommand) Descriptor() ([]byte, []int) {
+	return file_stratapb_fsm_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GCDoneCommand) GetChunkIds() []uint64 {
+	if x != nil {
+		return x.ChunkIds
+	}
+	return nil
+}
 
 var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
@@ -909,7 +1055,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xbf\x02\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xff\x02\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x19\n" +
 	"\bnext_ino\x18\x02 \x01(\x04R\anextIno\x12\"\n" +
@@ -917,7 +1063,8 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\x0enext_server_id\x18\x04 \x01(\rR\fnextServerId\x12M\n" +
 	"\ftenant_roots\x18\x05 \x03(\v2*.strata.v1.SnapshotHeader.TenantRootsEntryR\vtenantRoots\x12\x1f\n" +
 	"\vinode_count\x18\x06 \x01(\x04R\n" +
-	"inodeCount\x1a>\n" +
+	"inodeCount\x12>\n" +
+	"\x0edefault_policy\x18\a \x01(\v2\x17.strata.v1.StripePolicyR\rdefaultPolicy\x1a>\n" +
 	"\x10TenantRootsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xbd\x02\n" +
@@ -942,20 +1089,26 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
 	"\x12SnapshotMetaMember\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x1b\n" +
-	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\x86\x01\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\xc6\x01\n" +
 	"\rSnapshotDedup\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x1d\n" +
 	"\n" +
 	"applied_ns\x18\x03 \x01(\x03R\tappliedNs\x12\x1a\n" +
-	"\bresponse\x18\x04 \x01(\fR\bresponse\"\x83\x01\n" +
+	"\bresponse\x18\x04 \x01(\fR\bresponse\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\rR\x04type\x12\x14\n" +
+	"\x05errno\x18\x06 \x01(\x05R\x05errno\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"F\n" +
+	"\x0fSnapshotGarbage\x12\x19\n" +
+	"\bchunk_id\x18\x01 \x01(\x04R\achunkId\x12\x18\n" +
+	"\aservers\x18\x02 \x03(\rR\aservers\"\x83\x01\n" +
 	"\x10SnapshotBadShard\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\x04R\achunkId\x12\x1f\n" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xef\x02\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xa7\x03\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -965,8 +1118,11 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vmeta_member\x18\x04 \x01(\v2\x1d.strata.v1.SnapshotMetaMemberH\x00R\n" +
 	"metaMember\x120\n" +
 	"\x05dedup\x18\x05 \x01(\v2\x18.strata.v1.SnapshotDedupH\x00R\x05dedup\x12:\n" +
-	"\tbad_shard\x18\x06 \x01(\v2\x1b.strata.v1.SnapshotBadShardH\x00R\bbadShardB\x05\n" +
-	"\x03recB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
+	"\tbad_shard\x18\x06 \x01(\v2\x1b.strata.v1.SnapshotBadShardH\x00R\bbadShard\x126\n" +
+	"\agarbage\x18\a \x01(\v2\x1a.strata.v1.SnapshotGarbageH\x00R\agarbageB\x05\n" +
+	"\x03rec\",\n" +
+	"\rGCDoneCommand\x12\x1b\n" +
+	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIdsB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
 
 var (
 	file_stratapb_fsm_proto_rawDescOnce sync.Once
@@ -980,7 +1136,7 @@ func file_stratapb_fsm_proto_rawDescGZIP() []byte {
 	return file_stratapb_fsm_proto_rawDescData
 }
 
-var file_stratapb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_stratapb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_stratapb_fsm_proto_goTypes = []any{
 	(*CommandEnvelope)(nil),           // 0: strata.v1.CommandEnvelope
 	(*AllocateChunksCommand)(nil),     // 1: strata.v1.AllocateChunksCommand
@@ -992,37 +1148,42 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*SnapshotDataServer)(nil),        // 7: strata.v1.SnapshotDataServer
 	(*SnapshotMetaMember)(nil),        // 8: strata.v1.SnapshotMetaMember
 	(*SnapshotDedup)(nil),             // 9: strata.v1.SnapshotDedup
-	(*SnapshotBadShard)(nil),          // 10: strata.v1.SnapshotBadShard
-	(*SnapshotRecord)(nil),            // 11: strata.v1.SnapshotRecord
-	nil,                               // 12: strata.v1.RegisterDataServerCommand.LabelsEntry
-	nil,                               // 13: strata.v1.SnapshotHeader.TenantRootsEntry
-	nil,                               // 14: strata.v1.SnapshotInode.XattrsEntry
-	nil,                               // 15: strata.v1.SnapshotDataServer.LabelsEntry
-	(*RequestHeader)(nil),             // 16: strata.v1.RequestHeader
-	(*Attr)(nil),                      // 17: strata.v1.Attr
-	(*Chunk)(nil),                     // 18: strata.v1.Chunk
-	(*DirEntry)(nil),                  // 19: strata.v1.DirEntry
+	(*SnapshotGarbage)(nil),           // 10: strata.v1.SnapshotGarbage
+	(*SnapshotBadShard)(nil),          // 11: strata.v1.SnapshotBadShard
+	(*SnapshotRecord)(nil),            // 12: strata.v1.SnapshotRecord
+	(*GCDoneCommand)(nil),             // 13: strata.v1.GCDoneCommand
+	nil,                               // 14: strata.v1.RegisterDataServerCommand.LabelsEntry
+	nil,                               // 15: strata.v1.SnapshotHeader.TenantRootsEntry
+	nil,                               // 16: strata.v1.SnapshotInode.XattrsEntry
+	nil,                               // 17: strata.v1.SnapshotDataServer.LabelsEntry
+	(*RequestHeader)(nil),             // 18: strata.v1.RequestHeader
+	(*StripePolicy)(nil),              // 19: strata.v1.StripePolicy
+	(*Attr)(nil),                      // 20: strata.v1.Attr
+	(*Chunk)(nil),                     // 21: strata.v1.Chunk
+	(*DirEntry)(nil),                  // 22: strata.v1.DirEntry
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
-	16, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
-	12, // 1: strata.v1.RegisterDataServerCommand.labels:type_name -> strata.v1.RegisterDataServerCommand.LabelsEntry
-	13, // 2: strata.v1.SnapshotHeader.tenant_roots:type_name -> strata.v1.SnapshotHeader.TenantRootsEntry
-	17, // 3: strata.v1.SnapshotInode.attr:type_name -> strata.v1.Attr
-	18, // 4: strata.v1.SnapshotInode.chunks:type_name -> strata.v1.Chunk
-	14, // 5: strata.v1.SnapshotInode.xattrs:type_name -> strata.v1.SnapshotInode.XattrsEntry
-	19, // 6: strata.v1.SnapshotInode.entries:type_name -> strata.v1.DirEntry
-	15, // 7: strata.v1.SnapshotDataServer.labels:type_name -> strata.v1.SnapshotDataServer.LabelsEntry
-	5,  // 8: strata.v1.SnapshotRecord.header:type_name -> strata.v1.SnapshotHeader
-	6,  // 9: strata.v1.SnapshotRecord.inode:type_name -> strata.v1.SnapshotInode
-	7,  // 10: strata.v1.SnapshotRecord.dataserver:type_name -> strata.v1.SnapshotDataServer
-	8,  // 11: strata.v1.SnapshotRecord.meta_member:type_name -> strata.v1.SnapshotMetaMember
-	9,  // 12: strata.v1.SnapshotRecord.dedup:type_name -> strata.v1.SnapshotDedup
-	10, // 13: strata.v1.SnapshotRecord.bad_shard:type_name -> strata.v1.SnapshotBadShard
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	18, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
+	14, // 1: strata.v1.RegisterDataServerCommand.labels:type_name -> strata.v1.RegisterDataServerCommand.LabelsEntry
+	15, // 2: strata.v1.SnapshotHeader.tenant_roots:type_name -> strata.v1.SnapshotHeader.TenantRootsEntry
+	19, // 3: strata.v1.SnapshotHeader.default_policy:type_name -> strata.v1.StripePolicy
+	20, // 4: strata.v1.SnapshotInode.attr:type_name -> strata.v1.Attr
+	21, // 5: strata.v1.SnapshotInode.chunks:type_name -> strata.v1.Chunk
+	16, // 6: strata.v1.SnapshotInode.xattrs:type_name -> strata.v1.SnapshotInode.XattrsEntry
+	22, // 7: strata.v1.SnapshotInode.entries:type_name -> strata.v1.DirEntry
+	17, // 8: strata.v1.SnapshotDataServer.labels:type_name -> strata.v1.SnapshotDataServer.LabelsEntry
+	5,  // 9: strata.v1.SnapshotRecord.header:type_name -> strata.v1.SnapshotHeader
+	6,  // 10: strata.v1.SnapshotRecord.inode:type_name -> strata.v1.SnapshotInode
+	7,  // 11: strata.v1.SnapshotRecord.dataserver:type_name -> strata.v1.SnapshotDataServer
+	8,  // 12: strata.v1.SnapshotRecord.meta_member:type_name -> strata.v1.SnapshotMetaMember
+	9,  // 13: strata.v1.SnapshotRecord.dedup:type_name -> strata.v1.SnapshotDedup
+	11, // 14: strata.v1.SnapshotRecord.bad_shard:type_name -> strata.v1.SnapshotBadShard
+	10, // 15: strata.v1.SnapshotRecord.garbage:type_name -> strata.v1.SnapshotGarbage
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1031,13 +1192,14 @@ func file_stratapb_fsm_proto_init() {
 		return
 	}
 	file_stratapb_meta_proto_init()
-	file_stratapb_fsm_proto_msgTypes[11].OneofWrappers = []any{
+	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
 		(*SnapshotRecord_Dataserver)(nil),
 		(*SnapshotRecord_MetaMember)(nil),
 		(*SnapshotRecord_Dedup)(nil),
 		(*SnapshotRecord_BadShard)(nil),
+		(*SnapshotRecord_Garbage)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1045,7 +1207,7 @@ func file_stratapb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stratapb_fsm_proto_rawDesc), len(file_stratapb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,293 @@
+// Package testcluster runs a whole Strata cluster inside one test process:
+// metaservers with real raft stores on disk and dataservers with real shard
+// files, all talking real gRPC (and raft) over 127.0.0.1 sockets. Members
+// can be killed, restarted and partitioned. Everything stops when the test
+// ends, whether it passed or not.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/metaserver"
+	"github.com/strata-hpc/strata/proto/stratapb"
+)
+
+// Options shape a test cluster.
+type Options struct {
+	Meta int // metaservers (raft voters): 1, 3 or 5
+	Data int // dataservers
+	// Policy is the cluster's default stripe policy (default 4+2, 4 MiB).
+	Policy *stratapb.StripePolicy
+	// Fsync makes dataservers fsync shard files (default off in tests:
+	// it adds nothing to what they check and costs seconds).
+	Fsync bool
+	// Logger receives every server's logs; default: errors only.
+	Logger *slog.Logger
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	t    testing.TB
+	opts Options
+	Dir  string
+	Meta []*Meta
+	Data []*Data
+	log  *slog.Logger
+}
+
+// Meta is one metaserver of the cluster.
+type Meta struct {
+	Cfg    metaserver.Config
+	Srv    *metaserver.Server // nil while killed
+	Switch *netfault.Switch
+}
+
+// Data is one dataserver of the cluster.
+type Data struct {
+	Cfg dataserver.Config
+	Srv *dataserver.Server // nil while killed
+}
+
+// New starts a cluster and registers its shutdown with t.Cleanup. It
+// returns once a leader is elected and every dataserver has registered.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Meta == 0 {
+		opts.Meta = 3
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
+	c := &Cluster{t: t, opts: opts, Dir: t.TempDir(), log: log}
+	t.Cleanup(c.Close)
+	c.startMetas()
+	c.WaitLeader()
+	for i := 0; i < opts.Data; i++ {
+		c.AddData()
+	}
+	c.WaitDataServers(opts.Data)
+	return c
+}
+
+// freeAddrs reserves n distinct loopback ports by binding and releasing
+// them. Another process could take one in between; on this test machine
+// nothing else binds loopback ports, and a clash fails loudly at Start.
+func freeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	var out []string
+	var ls []net.Listener
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testcluster: reserve port: %v", err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+func (c *Cluster) startMetas() {
+	n := c.opts.Meta
+	raftAddrs := freeAddrs(c.t, n)
+	grpcAddrs := freeAddrs(c.t, n)
+	var peers []metaserver.Peer
+	for i := 0; i < n; i++ {
+		peers = append(peers, metaserver.Peer{ID: fmt.Sprintf("m%d", i+1), RaftAddr: raftAddrs[i]})
+	}
+	for i := 0; i < n; i++ {
+		cfg := metaserver.DefaultConfig()
+		cfg.ID = peers[i].ID
+		cfg.Dir = filepath.Join(c.Dir, cfg.ID)
+		cfg.RaftAddr, cfg.GRPCAddr = raftAddrs[i], grpcAddrs[i]
+		cfg.Peers = peers
+		// Short timings: elections in ~100-300 ms keep failover tests fast.
+		cfg.HeartbeatTimeout = 200 * time.Millisecond
+		cfg.ElectionTimeout = 200 * time.Millisecond
+		cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+		cfg.DataServerGrace = 3 * time.Second
+		cfg.GCInterval = 500 * time.Millisecond
+		if c.opts.Policy != nil {
+			cfg.DefaultPolicy = c.opts.Policy
+		}
+		cfg.Logger = c.log.With("member", cfg.ID)
+		m := &Meta{Cfg: cfg, Switch: netfault.New()}
+		m.Cfg.Net = m.Switch
+		c.Meta = append(c.Meta, m)
+		c.RestartMeta(i)
+	}
+}
+
+// MetaAddrs are the gRPC addresses of all metaservers.
+func (c *Cluster) MetaAddrs() []string {
+	var out []string
+	for _, m := range c.Meta {
+		out = append(out, m.Cfg.GRPCAddr)
+	}
+	return out
+}
+
+// RestartMeta starts metaserver i (again), on the same directory and ports.
+func (c *Cluster) RestartMeta(i int) {
+	c.t.Helper()
+	m := c.Meta[i]
+	if m.Srv != nil {
+		c.t.Fatalf("testcluster: meta %d is running", i)
+	}
+	srv, err := metaserver.New(m.Cfg)
+	if err != nil {
+		c.t.Fatalf("testcluster: meta %d: %v", i, err)
+	}
+	// A restarted server may find its port in TIME_WAIT for a moment.
+	var startErr error
+	for try := 0; try < 50; try++ {
+		if startErr = srv.Start(context.Background()); startErr == nil {
+			m.Srv = srv
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("testcluster: start meta %d: %v", i, startErr)
+}
+
+// KillMeta stops metaserver i abruptly (its disk state stays).
+func (c *Cluster) KillMeta(i int) {
+	if m := c.Meta[i]; m.Srv != nil {
+		m.Srv.Close()
+		m.Srv = nil
+	}
+}
+
+// PartitionMeta cuts metaserver i off from everyone; HealMeta reconnects it.
+func (c *Cluster) PartitionMeta(i int) { c.Meta[i].Switch.Cut() }
+
+// HealMeta reconnects a partitioned metaserver.
+func (c *Cluster) HealMeta(i int) { c.Meta[i].Switch.Heal() }
+
+// Leader returns the index of the current ready leader, or -1.
+func (c *Cluster) Leader() int {
+	for i, m := range c.Meta {
+		if m.Srv != nil && !m.Switch.IsCut() && m.Srv.IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitLeader waits (up to 15 s) for a ready leader and returns its index.
+func (c *Cluster) WaitLeader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if i := c.Leader(); i >= 0 {
+			return i
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("testcluster: no leader elected")
+	return -1
+}
+
+// AddData starts a new dataserver and returns its index.
+func (c *Cluster) AddData() int {
+	c.t.Helper()
+	i := len(c.Data)
+	cfg := dataserver.DefaultConfig()
+	cfg.Dirs = []string{filepath.Join(c.Dir, fmt.Sprintf("d%d", i+1))}
+	cfg.ListenAddr = freeAddrs(c.t, 1)[0]
+	cfg.MetaAddrs = c.MetaAddrs()
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.Fsync = c.opts.Fsync
+	cfg.ReserveBytes = 1 << 20
+	cfg.Logger = c.log.With("member", fmt.Sprintf("d%d", i+1))
+	c.Data = append(c.Data, &Data{Cfg: cfg})
+	c.RestartData(i)
+	return i
+}
+
+// RestartData starts dataserver i (again) on the same directories and port.
+func (c *Cluster) RestartData(i int) {
+	c.t.Helper()
+	d := c.Data[i]
+	if d.Srv != nil {
+		c.t.Fatalf("testcluster: data %d is running", i)
+	}
+	var err error
+	for try := 0; try < 50; try++ {
+		var srv *dataserver.Server
+		if srv, err = dataserver.New(d.Cfg); err != nil {
+			c.t.Fatalf("testcluster: data %d: %v", i, err)
+		}
+		if err = srv.Start(context.Background()); err == nil {
+			d.Srv = srv
+			return
+		}
+		srv.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("testcluster: start data %d: %v", i, err)
+}
+
+// KillData stops dataserver i (its shard files stay on disk).
+func (c *Cluster) KillData(i int) {
+	if d := c.Data[i]; d.Srv != nil {
+		d.Srv.Close()
+		d.Srv = nil
+	}
+}
+
+// WaitDataServers waits until the leader sees n live dataservers.
+func (c *Cluster) WaitDataServers(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c.liveData() >= n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("testcluster: fewer than %d dataservers registered", n)
+}
+
+func (c *Cluster) liveData() int {
+	l := c.Leader()
+	if l < 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := c.Meta[l].Srv.ClusterStatus(ctx, &stratapb.ClusterStatusRequest{})
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, ds := range st.Dataservers {
+		if ds.Alive {
+			n++
+		}
+	}
+	return n
+}
+
+// Close stops every member. It is registered with t.Cleanup by New.
+func (c *Cluster) Close() {
+	for i := range c.Data {
+		c.KillData(i)
+	}
+	for i := range c.Meta {
+		c.KillMeta(i)
+	}
+}

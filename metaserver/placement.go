@@ -1,0 +1,158 @@
+package metaserver
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/proto/stratapb"
+)
+
+// liveness is the leader's view of dataserver health, from heartbeats. It
+// is not replicated: a new leader learns it again within one heartbeat.
+type liveness struct {
+	mu      sync.Mutex
+	servers map[uint32]*dsHealth
+}
+
+type dsHealth struct {
+	last                 time.Time
+	capacity, used, free uint64
+	shards               uint64
+	readOnly             bool
+}
+
+func newLiveness() *liveness { return &liveness{servers: make(map[uint32]*dsHealth)} }
+
+func (l *liveness) beat(r *stratapb.HeartbeatRequest, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.servers[r.Id] = &dsHealth{last: now, capacity: r.CapacityBytes, used: r.UsedBytes, free: r.FreeBytes, shards: r.ShardCount, readOnly: r.ReadOnly}
+}
+
+func (l *liveness) get(id uint32) (dsHealth, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h, ok := l.servers[id]
+	if !ok {
+		return dsHealth{}, false
+	}
+	return *h, true
+}
+
+// candidate is a dataserver that can take new shards.
+type candidate struct {
+	id   uint32
+	addr string
+	fill float64 // fraction of capacity in use
+	host string
+}
+
+// writable lists live, writable dataservers.
+func (s *Server) writable(st *state, now time.Time) []candidate {
+	var out []candidate
+	for id, ds := range st.servers {
+		h, ok := s.live.get(id)
+		if !ok || now.Sub(h.last) > s.cfg.DataServerGrace || h.readOnly {
+			continue
+		}
+		fill := 1.0
+		if h.capacity > 0 {
+			fill = 1 - float64(h.free)/float64(h.capacity)
+		}
+		host := ds.labels["host"]
+		if host == "" {
+			host = ds.addr
+		}
+		out = append(out, candidate{id: id, addr: ds.addr, fill: fill, host: host})
+	}
+	return out
+}
+
+// place chooses servers for the shards of one chunk: distinct servers,
+// emptier ones first, ties broken at random so load spreads. When fewer
+// servers are live than the stripe is wide, the missing shards are left
+// unplaced (id 0) as long as k+1 can be placed: the chunk is written
+// degraded and repair completes it, as Ceph does above min_size.
+func place(cands []candidate, width, k int) (servers, spares []uint32, err error) {
+	need := k + 1
+	if width < need {
+		need = width
+	}
+	if len(cands) < need {
+		return nil, nil, errnof(syscall.ENOSPC, "need %d writable dataservers for a %d-shard stripe, %d available", need, width, len(cands))
+	}
+	perm := append([]candidate(nil), cands...)
+	rand.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+	// Bucket fill levels by 5% so that equally full servers stay shuffled.
+	sort.SliceStable(perm, func(i, j int) bool { return int(perm[i].fill*20) < int(perm[j].fill*20) })
+	servers = make([]uint32, width)
+	for i := 0; i < width && i < len(perm); i++ {
+		servers[i] = perm[i].id
+	}
+	for i := width; i < len(perm) && len(spares) < 4; i++ {
+		spares = append(spares, perm[i].id)
+	}
+	return servers, spares, nil
+}
+
+// placeAllocations fills in where each newly reserved chunk goes.
+func (s *Server) placeAllocations(resp *stratapb.AllocateChunksResponse, pol policy, sizes []uint32) error {
+	return s.fsm.read(func(st *state) error {
+		cands := s.writable(st, time.Now())
+		resp.ServerAddrs = make(map[uint32]string)
+		for i, a := range resp.Allocations {
+			a.Scheme, a.DataShards, a.ParityShards = stratapb.Scheme_ERASURE, uint32(pol.k), uint32(pol.m)
+			if i < len(sizes) && sizes[i] < pol.small {
+				a.Scheme, a.DataShards = stratapb.Scheme_REPLICATED, 1
+			}
+			var err error
+			a.Servers, a.Spares, err = place(cands, int(a.DataShards+a.ParityShards), int(a.DataShards))
+			if err != nil {
+				return err
+			}
+		}
+		for _, c := range cands {
+			resp.ServerAddrs[c.id] = c.addr
+		}
+		return nil
+	})
+}
+
+// dataConns caches gRPC connections to other servers (dataservers for
+// garbage collection, the leader for self-registration).
+type dataConns struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newDataConns() *dataConns { return &dataConns{conns: make(map[string]*grpc.ClientConn)} }
+
+func (d *dataConns) get(addr string) (*grpc.ClientConn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cc, ok := d.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, metaconn.DialOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("metaserver: dial %s: %w", addr, err)
+	}
+	d.conns[addr] = cc
+	return cc, nil
+}
+
+func (d *dataConns) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for a, cc := range d.conns {
+		cc.Close()
+		delete(d.conns, a)
+	}
+}

@@ -1,0 +1,216 @@
+// Package metaserver is Strata's metadata service: a Raft-replicated state
+// machine holding the namespace (inodes, directories, chunk lists), the
+// dataserver membership, and the dedup table that makes client retries
+// idempotent; and the gRPC service in front of it. A Server is embeddable:
+// a Config in, no package-level state, so a test runs many in one process.
+package metaserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/strata-hpc/strata/internal/grpcutil"
+	"github.com/strata-hpc/strata/proto/stratapb"
+)
+
+// Server is one metaserver: a raft voter and its gRPC service.
+type Server struct {
+	stratapb.UnimplementedMetaServer
+
+	cfg Config
+	log *slog.Logger
+	fsm *FSM
+
+	parts   *raftParts
+	grpc    *grpc.Server
+	grpcLis net.Listener
+	http    *http.Server
+	adv     string // advertised gRPC address
+
+	ready      atomic.Bool  // leader, and the FSM has caught up with the log
+	leaderFrom atomic.Int64 // unix ns when this server last became leader
+	live       *liveness
+	reads      *readBarrier
+	dconns     *dataConns
+	met        *metrics
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New checks the config and builds a server; Start runs it.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "metaserver", "id", cfg.ID)
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		fsm:    newFSM(policyFromProto(cfg.DefaultPolicy), log),
+		live:   newLiveness(),
+		dconns: newDataConns(),
+	}
+	s.reads = newReadBarrier(s.verifyLeader)
+	return s, nil
+}
+
+// Start opens the raft store, joins or bootstraps the cluster and serves
+// gRPC. It returns once the server is listening.
+func (s *Server) Start(ctx context.Context) error {
+	raftLis, err := net.Listen("tcp", s.cfg.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("metaserver: listen raft %s: %w", s.cfg.RaftAddr, err)
+	}
+	grpcLis, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	if err != nil {
+		raftLis.Close()
+		return fmt.Errorf("metaserver: listen grpc %s: %w", s.cfg.GRPCAddr, err)
+	}
+	s.grpcLis = grpcLis
+	s.adv = s.cfg.GRPCAdvertise
+	if s.adv == "" {
+		s.adv = grpcLis.Addr().String()
+	}
+	reg := s.cfg.Registerer
+	if reg == nil && s.cfg.MetricsAddr != "" {
+		r := prometheus.NewRegistry()
+		reg = r
+		s.http = &http.Server{Addr: s.cfg.MetricsAddr, Handler: promhttp.HandlerFor(r, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+	}
+	s.met = newMetrics(reg, s)
+	parts, err := s.openRaft(raftLis)
+	if err != nil {
+		raftLis.Close()
+		grpcLis.Close()
+		return err
+	}
+	s.parts = parts
+	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, grpc.ChainUnaryInterceptor(s.met.interceptor))...)
+	stratapb.RegisterMetaServer(s.grpc, s)
+	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.goRun(func() {
+		if err := s.grpc.Serve(s.cfg.Net.Listener(grpcLis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("grpc server stopped", "err", err)
+		}
+	})
+	s.serveMetrics()
+	s.goRun(func() { s.watchLeadership(ctx) })
+	s.goRun(func() { s.registerSelf(ctx) })
+	s.goRun(func() { s.collectGarbage(ctx) })
+	s.log.Info("metaserver started", "raft", s.raftAdvertise(raftLis), "grpc", s.adv)
+	return nil
+}
+
+func (s *Server) goRun(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+func (s *Server) serveMetrics() {
+	if s.http == nil {
+		return
+	}
+	lis, err := net.Listen("tcp", s.http.Addr)
+	if err != nil {
+		s.log.Error("metrics listener", "addr", s.http.Addr, "err", err)
+		s.http = nil
+		return
+	}
+	s.goRun(func() {
+		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics server", "err", err)
+		}
+	})
+}
+
+// Close stops serving and shuts raft down. Safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.ready.Store(false)
+		if s.grpc != nil {
+			stopGRPC(s.grpc, 2*time.Second)
+		}
+		if s.http != nil {
+			s.http.Close()
+		}
+		if s.parts != nil {
+			s.closeErr = s.parts.close()
+		}
+		s.dconns.close()
+		s.wg.Wait()
+		s.log.Info("metaserver stopped")
+	})
+	return s.closeErr
+}
+
+// stopGRPC lets in-flight calls finish for a moment, then cuts the rest.
+func stopGRPC(g *grpc.Server, wait time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		g.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		g.Stop()
+		<-done
+	}
+}
+
+// GRPCAddr is the address clients use.
+func (s *Server) GRPCAddr() string { return s.adv }
+
+// ID is the raft server id.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// IsLeader reports whether this server is the leader and ready to serve.
+func (s *Server) IsLeader() bool {
+	return s.ready.Load() && s.parts != nil && s.parts.raft.State() == raftLeader
+}
+
+// FSMStats is a summary of the replicated state, for tests and status.
+type FSMStats struct {
+	Inodes, Chunks, Logical, Garbage uint64
+	AppliedIndex                     uint64
+	Digest                           uint64 // hash of the namespace: equal on voters in sync
+}
+
+// Stats summarises the FSM.
+func (s *Server) Stats() FSMStats {
+	var st FSMStats
+	_ = s.fsm.read(func(x *state) error {
+		st = FSMStats{Inodes: uint64(len(x.inodes)), Chunks: x.chunkCount, Logical: x.logical, Garbage: uint64(len(x.garbage)), Digest: x.digest()}
+		return nil
+	})
+	st.AppliedIndex = s.fsm.AppliedIndex()
+	return st
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
