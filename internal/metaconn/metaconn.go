@@ -52,6 +52,13 @@ type Conn struct {
 // replicated chunk plus framing).
 const MaxMsgSize = 64 << 20
 
+// Flow-control windows of Strata's gRPC connections (per stream, per
+// connection). Servers use the same values.
+const (
+	WindowSize     = 8 << 20
+	ConnWindowSize = 32 << 20
+)
+
 // New returns a Conn over the given metaserver addresses. It does not dial
 // until the first call.
 func New(addrs []string, opts Options) (*Conn, error) {
@@ -86,6 +93,13 @@ func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
 	o := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
+		// Shards are MiB-sized: gRPC's default 64 KiB flow-control window
+		// would cost a round trip per 64 KiB. Fixed large windows (which
+		// also turn off BDP probing) let a shard flow in one go.
+		grpc.WithInitialWindowSize(WindowSize),
+		grpc.WithInitialConnWindowSize(ConnWindowSize),
+		grpc.WithReadBufferSize(256 << 10),
+		grpc.WithWriteBufferSize(256 << 10),
 	}
 	return append(o, extra...)
 }

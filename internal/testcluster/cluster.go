@@ -30,7 +30,8 @@ type Options struct {
 	// Fsync makes dataservers fsync shard files (default off in tests:
 	// it adds nothing to what they check and costs seconds).
 	Fsync bool
-	// Logger receives every server's logs; default: errors only.
+	// Logger receives every server's logs; default: none, or everything
+	// at debug level on stderr when STRATA_TEST_LOG is set.
 	Logger *slog.Logger
 }
 
@@ -66,7 +67,10 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	log := opts.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+		log = slog.New(slog.DiscardHandler)
+		if os.Getenv("STRATA_TEST_LOG") != "" {
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
 	}
 	c := &Cluster{t: t, opts: opts, Dir: t.TempDir(), log: log}
 	t.Cleanup(c.Close)

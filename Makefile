@@ -1,0 +1,52 @@
+# Strata: build, run and test. See README.md.
+GO        ?= go
+BIN       := bin/strata
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.1
+PROTOC_VERSION             := 3.21.12
+TEST_TIMEOUT ?= 25m
+BENCH     ?= .
+BENCHTIME ?= 1x
+
+.PHONY: all build dev test test-race deps bench proto proto-check lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/strata
+
+# The whole cluster on this machine: 3 metaservers, 6 dataservers, state in
+# ~/.local/share/strata/dev (override with DEV_FLAGS="--dir DIR"). Ctrl-C stops it.
+dev: build
+	./$(BIN) dev $(DEV_FLAGS)
+
+# Installs what the tests need (Debian packages, Go modules), then runs them.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-race: deps
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+deps:
+	./scripts/install-deps.sh
+
+# Benchmarks (figures go in BENCHMARKS.md). BENCHTIME=1x runs each once;
+# use e.g. BENCHTIME=3x for steadier numbers.
+bench: deps
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 60m ./...
+
+# Regenerates proto/stratapb with pinned generators, then fails if the
+# checked-in code differed.
+proto:
+	./scripts/genproto.sh $(PROTOC_VERSION) $(PROTOC_GEN_GO_VERSION) $(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto-check: proto
+	git diff --exit-code -- proto/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin .bin

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/strata-hpc/strata/dataserver"
+)
+
+func init() {
+	register(command{name: "data", summary: "run one dataserver", run: runData})
+}
+
+func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("data", stderr)
+	cfg := dataserver.DefaultConfig()
+	dirs := fs.String("dir", envDefault("data-dir", ""), "shard directories, comma-separated (required)")
+	fs.StringVar(&cfg.ListenAddr, "listen", "127.0.0.1:7420", "gRPC listen address")
+	fs.StringVar(&cfg.AdvertiseAddr, "advertise", "", "address clients dial (default: the listen address)")
+	meta := fs.String("meta", envDefault("meta", defaultMetaAddrs()), "metadata service addresses, comma-separated")
+	zone := fs.String("zone", "", "failure domain: zone label")
+	rack := fs.String("rack", "", "failure domain: rack label")
+	host := fs.String("host", "", "failure domain: host label")
+	fs.BoolVar(&cfg.Fsync, "fsync", cfg.Fsync, "fsync every shard before acknowledging it")
+	fs.Uint64Var(&cfg.ReserveBytes, "reserve", cfg.ReserveBytes, "bytes kept free on each disk")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address")
+	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	cfg.Dirs, cfg.MetaAddrs = splitList(*dirs), splitList(*meta)
+	if len(cfg.Dirs) == 0 {
+		return usageErr("--dir is required")
+	}
+	cfg.Labels = map[string]string{}
+	for k, v := range map[string]string{"zone": *zone, "rack": *rack, "host": *host} {
+		if v != "" {
+			cfg.Labels[k] = v
+		}
+	}
+	var err error
+	if cfg.Logger, err = newLogger(stderr, *level); err != nil {
+		return err
+	}
+	srv, err := dataserver.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return srv.Close()
+}

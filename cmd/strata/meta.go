@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/strata-hpc/strata/metaserver"
+)
+
+func init() {
+	register(command{name: "meta", summary: "run one metaserver (a raft voter)", run: runMeta})
+}
+
+func runMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("meta", stderr)
+	cfg := metaserver.DefaultConfig()
+	fs.StringVar(&cfg.ID, "id", envDefault("meta-id", ""), "raft server id, unique in the cluster (required)")
+	fs.StringVar(&cfg.Dir, "dir", envDefault("meta-dir", ""), "directory for the raft log and snapshots (required)")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7410", "raft listen address")
+	fs.StringVar(&cfg.RaftAdvertise, "raft-advertise", "", "raft address peers dial (default: --raft-addr)")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
+	fs.StringVar(&cfg.GRPCAdvertise, "grpc-advertise", "", "gRPC address clients are sent to (default: the listen address)")
+	peers := fs.String("peers", "", "initial voters of a new cluster: id=raftaddr,... (this server included); ignored once the directory holds state")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "raft heartbeat timeout")
+	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "raft election timeout")
+	fs.DurationVar(&cfg.LeaderLeaseTimeout, "leader-lease", cfg.LeaderLeaseTimeout, "raft leader lease")
+	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", cfg.SnapshotThreshold, "log entries between snapshots")
+	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to check whether to snapshot")
+	fs.DurationVar(&cfg.DataServerGrace, "dataserver-grace", cfg.DataServerGrace, "a dataserver silent this long gets no new shards")
+	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var err error
+	if cfg.Peers, err = parsePeers(*peers); err != nil {
+		return err
+	}
+	if cfg.Logger, err = newLogger(stderr, *level); err != nil {
+		return err
+	}
+	srv, err := metaserver.New(cfg)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return srv.Close()
+}
+
+// parsePeers reads "id=host:port,id=host:port".
+func parsePeers(s string) ([]metaserver.Peer, error) {
+	var out []metaserver.Peer
+	for _, item := range splitList(s) {
+		id, addr, ok := strings.Cut(item, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, usageErr("--peers item %q: want id=host:port", item)
+		}
+		out = append(out, metaserver.Peer{ID: id, RaftAddr: addr})
+	}
+	return out, nil
+}
