@@ -74,7 +74,7 @@ func BenchmarkCreate(b *testing.B) {
 			}
 			return err
 		})
-		parallelOps(b, n, 64, func(i int) error {
+		parallelOps(b, n, 256, func(i int) error {
 			hdr := &stratapb.RequestHeader{ClientId: "bench", RequestId: uint64(it*n + i + 1)}
 			return mc.Call(context.Background(), func(ctx context.Context, m stratapb.MetaClient) error {
 				_, err := m.Create(ctx, &stratapb.CreateRequest{Header: hdr, Parent: parent, Name: fmt.Sprintf("f%d", i), Mode: 0o644})

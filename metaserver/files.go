@@ -19,7 +19,9 @@ func (s *state) truncate(n *inode, size uint64, now int64) {
 		case start >= size:
 			s.discard(c)
 		case start+uint64(c.size) > size:
-			c.size = uint32(size - start)
+			// The chunk's checksum covered the old size; it no longer
+			// describes the bytes that remain (0 = "no checksum").
+			c.size, c.crc = uint32(size-start), 0
 			keep = append(keep, c)
 		default:
 			keep = append(keep, c)

@@ -36,6 +36,12 @@ func (l *liveness) beat(r *stratapb.HeartbeatRequest, now time.Time) {
 	l.servers[r.Id] = &dsHealth{last: now, capacity: r.CapacityBytes, used: r.UsedBytes, free: r.FreeBytes, shards: r.ShardCount, readOnly: r.ReadOnly}
 }
 
+func (l *liveness) forget(id uint32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.servers, id)
+}
+
 func (l *liveness) get(id uint32) (dsHealth, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -196,6 +196,7 @@ func (s *Server) IsLeader() bool {
 // FSMStats is a summary of the replicated state, for tests and status.
 type FSMStats struct {
 	Inodes, Chunks, Logical, Garbage uint64
+	BadShards                        uint64 // reported bad and not yet repaired
 	AppliedIndex                     uint64
 	Digest                           uint64 // hash of the namespace: equal on voters in sync
 }
@@ -204,7 +205,7 @@ type FSMStats struct {
 func (s *Server) Stats() FSMStats {
 	var st FSMStats
 	_ = s.fsm.read(func(x *state) error {
-		st = FSMStats{Inodes: uint64(len(x.inodes)), Chunks: x.chunkCount, Logical: x.logical, Garbage: uint64(len(x.garbage)), Digest: x.digest()}
+		st = FSMStats{Inodes: uint64(len(x.inodes)), Chunks: x.chunkCount, Logical: x.logical, Garbage: uint64(len(x.garbage)), BadShards: uint64(len(x.badShards)), Digest: x.digest()}
 		return nil
 	})
 	st.AppliedIndex = s.fsm.AppliedIndex()

@@ -253,6 +253,16 @@ func (s *Server) RegisterDataServer(ctx context.Context, r *stratapb.RegisterDat
 	if err != nil {
 		return nil, err
 	}
+	// A new identity on an address means the old server there is gone
+	// (its disk was replaced): it must not receive shards any more.
+	_ = s.fsm.read(func(st *state) error {
+		for id, ds := range st.servers {
+			if id != resp.Id && ds.addr == r.Addr {
+				s.live.forget(id)
+			}
+		}
+		return nil
+	})
 	s.live.beat(&stratapb.HeartbeatRequest{Id: resp.Id, CapacityBytes: r.CapacityBytes, UsedBytes: r.UsedBytes, FreeBytes: r.CapacityBytes - min(r.UsedBytes, r.CapacityBytes)}, time.Now())
 	s.log.Info("dataserver registered", "id", resp.Id, "uuid", r.Uuid, "addr", r.Addr)
 	return resp, nil
@@ -322,4 +332,43 @@ func (s *Server) dsStatus(id uint32, ds *dataServer, now time.Time) *stratapb.Da
 		st.Alive = now.Sub(h.last) <= s.cfg.DataServerGrace
 	}
 	return st
+}
+
+// maxBatch bounds one Batch request.
+const maxBatch = 1024
+
+// Batch answers many reads behind one leader check and one lock.
+func (s *Server) Batch(ctx context.Context, r *stratapb.BatchRequest) (*stratapb.BatchResponse, error) {
+	if len(r.Ops) > maxBatch {
+		return nil, rpcerr.Errno(syscall.EINVAL, "batch of %d operations exceeds %d", len(r.Ops), maxBatch)
+	}
+	resp := &stratapb.BatchResponse{Results: make([]*stratapb.BatchResult, len(r.Ops))}
+	err := s.read(ctx, r.Header, func(st *state) error {
+		for i, op := range r.Ops {
+			resp.Results[i] = batchOne(st, op)
+		}
+		return nil
+	})
+	return resp, err
+}
+
+func batchOne(st *state, op *stratapb.BatchOp) *stratapb.BatchResult {
+	var n *inode
+	var err error
+	switch o := op.GetOp().(type) {
+	case *stratapb.BatchOp_Lookup:
+		_, n, err = st.entry(o.Lookup.GetParent(), o.Lookup.GetName())
+	case *stratapb.BatchOp_Getattr:
+		n, err = st.get(o.Getattr.GetIno())
+	default:
+		err = errnof(syscall.EINVAL, "empty batch operation")
+	}
+	if err != nil {
+		res := &stratapb.BatchResult{Errno: int32(syscall.EIO), Message: err.Error()}
+		if ne, ok := errnoOf(err); ok {
+			res.Errno, res.Message = int32(ne.errno), ne.msg
+		}
+		return res
+	}
+	return &stratapb.BatchResult{Attr: n.attr()}
 }

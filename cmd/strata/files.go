@@ -32,12 +32,14 @@ func init() {
 type clientFlags struct {
 	meta   *string
 	tenant *string
+	level  *string
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	return &clientFlags{
 		meta:   fs.String("meta", envDefault("meta", defaultMetaAddrs()), "metadata service addresses (or the service IP), comma-separated"),
 		tenant: fs.String("tenant", envDefault("tenant", ""), "tenant (default: the default tenant)"),
+		level:  fs.String("log-level", envDefault("log-level", "warn"), "debug, info, warn or error"),
 	}
 }
 
@@ -46,7 +48,11 @@ func (cf *clientFlags) open() (*client.Client, error) {
 	if len(addrs) == 0 {
 		return nil, usageErr("--meta is empty")
 	}
-	return client.New(client.Config{MetaAddrs: addrs, Tenant: *cf.tenant})
+	log, err := newLogger(os.Stderr, *cf.level)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, Logger: log})
 }
 
 // parse parses flags and checks the number of positional arguments.

@@ -3794,6 +3794,248 @@ func (x *ClusterStatusResponse) GetLogicalBytes() uint64 {
 	return 0
 }
 
+// Batch carries many reads in one round trip, answered behind one leader
+// check. The client library gathers concurrent Lookup and GetAttr calls into
+// batches while a previous batch is in flight, so one client can issue tens
+// of thousands of metadata reads per second.
+type BatchOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*BatchOp_Lookup
+	//	*BatchOp_Getattr
+	Op            isBatchOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchOp) Reset() {
+	*x = BatchOp{}
+	mi := &file_stratapb_meta_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchOp) ProtoMessage() {}
+
+func (x *BatchOp) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
+func (*BatchOp) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *BatchOp) GetOp() isBatchOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *BatchOp) GetLookup() *LookupRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Lookup); ok {
+			return x.Lookup
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetGetattr() *GetAttrRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Getattr); ok {
+			return x.Getattr
+		}
+	}
+	return nil
+}
+
+type isBatchOp_Op interface {
+	isBatchOp_Op()
+}
+
+type BatchOp_Lookup struct {
+	Lookup *LookupRequest `protobuf:"bytes,1,opt,name=lookup,proto3,oneof"`
+}
+
+type BatchOp_Getattr struct {
+	Getattr *GetAttrRequest `protobuf:"bytes,2,opt,name=getattr,proto3,oneof"`
+}
+
+func (*BatchOp_Lookup) isBatchOp_Op() {}
+
+func (*BatchOp_Getattr) isBatchOp_Op() {}
+
+type BatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Ops           []*BatchOp             `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"` // at most 1024
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRequest) Reset() {
+	*x = BatchRequest{}
+	mi := &file_stratapb_meta_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRequest) ProtoMessage() {}
+
+func (x *BatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
+func (*BatchRequest) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *BatchRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *BatchRequest) GetOps() []*BatchOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+type BatchResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attr          *Attr                  `protobuf:"bytes,1,opt,name=attr,proto3" json:"attr,omitempty"`
+	Errno         int32                  `protobuf:"varint,2,opt,name=errno,proto3" json:"errno,omitempty"`    // 0 = success
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"` // error message when errno != 0
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResult) Reset() {
+	*x = BatchResult{}
+	mi := &file_stratapb_meta_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResult) ProtoMessage() {}
+
+func (x *BatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
+func (*BatchResult) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *BatchResult) GetAttr() *Attr {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
+}
+
+func (x *BatchResult) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *BatchResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type BatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResponse) Reset() {
+	*x = BatchResponse{}
+	mi := &file_stratapb_meta_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResponse) ProtoMessage() {}
+
+func (x *BatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
+func (*BatchResponse) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *BatchResponse) GetResults() []*BatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_stratapb_meta_proto protoreflect.FileDescriptor
 
 const file_stratapb_meta_proto_rawDesc = "" +
@@ -4090,7 +4332,20 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x06inodes\x18\b \x01(\x04R\x06inodes\x12\x16\n" +
 	"\x06chunks\x18\t \x01(\x04R\x06chunks\x12#\n" +
 	"\rlogical_bytes\x18\n" +
-	" \x01(\x04R\flogicalBytes*N\n" +
+	" \x01(\x04R\flogicalBytes\"z\n" +
+	"\aBatchOp\x122\n" +
+	"\x06lookup\x18\x01 \x01(\v2\x18.strata.v1.LookupRequestH\x00R\x06lookup\x125\n" +
+	"\agetattr\x18\x02 \x01(\v2\x19.strata.v1.GetAttrRequestH\x00R\agetattrB\x04\n" +
+	"\x02op\"f\n" +
+	"\fBatchRequest\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12$\n" +
+	"\x03ops\x18\x02 \x03(\v2\x12.strata.v1.BatchOpR\x03ops\"b\n" +
+	"\vBatchResult\x12#\n" +
+	"\x04attr\x18\x01 \x01(\v2\x0f.strata.v1.AttrR\x04attr\x12\x14\n" +
+	"\x05errno\x18\x02 \x01(\x05R\x05errno\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"A\n" +
+	"\rBatchResponse\x120\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.strata.v1.BatchResultR\aresults*N\n" +
 	"\bFileType\x12\x19\n" +
 	"\x15FILE_TYPE_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aREGULAR\x10\x01\x12\r\n" +
@@ -4109,8 +4364,9 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\fSETATTR_SIZE\x10\b\x12\x11\n" +
 	"\rSETATTR_ATIME\x10\x10\x12\x11\n" +
 	"\rSETATTR_MTIME\x10 \x12\x12\n" +
-	"\x0eSETATTR_POLICY\x10@2\xf2\f\n" +
-	"\x04Meta\x12=\n" +
+	"\x0eSETATTR_POLICY\x10@2\xae\r\n" +
+	"\x04Meta\x12:\n" +
+	"\x05Batch\x12\x17.strata.v1.BatchRequest\x1a\x18.strata.v1.BatchResponse\x12=\n" +
 	"\x06Lookup\x12\x18.strata.v1.LookupRequest\x1a\x19.strata.v1.LookupResponse\x12@\n" +
 	"\aGetAttr\x12\x19.strata.v1.GetAttrRequest\x1a\x1a.strata.v1.GetAttrResponse\x12@\n" +
 	"\aSetAttr\x12\x19.strata.v1.SetAttrRequest\x1a\x1a.strata.v1.SetAttrResponse\x12:\n" +
@@ -4148,7 +4404,7 @@ func file_stratapb_meta_proto_rawDescGZIP() []byte {
 }
 
 var file_stratapb_meta_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_stratapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_stratapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_stratapb_meta_proto_goTypes = []any{
 	(FileType)(0),                      // 0: strata.v1.FileType
 	(Scheme)(0),                        // 1: strata.v1.Scheme
@@ -4209,10 +4465,14 @@ var file_stratapb_meta_proto_goTypes = []any{
 	(*MetaMember)(nil),                 // 56: strata.v1.MetaMember
 	(*DataServerStatus)(nil),           // 57: strata.v1.DataServerStatus
 	(*ClusterStatusResponse)(nil),      // 58: strata.v1.ClusterStatusResponse
-	nil,                                // 59: strata.v1.AllocateChunksResponse.ServerAddrsEntry
-	nil,                                // 60: strata.v1.GetChunksResponse.ServerAddrsEntry
-	nil,                                // 61: strata.v1.RegisterDataServerRequest.LabelsEntry
-	nil,                                // 62: strata.v1.DataServerStatus.LabelsEntry
+	(*BatchOp)(nil),                    // 59: strata.v1.BatchOp
+	(*BatchRequest)(nil),               // 60: strata.v1.BatchRequest
+	(*BatchResult)(nil),                // 61: strata.v1.BatchResult
+	(*BatchResponse)(nil),              // 62: strata.v1.BatchResponse
+	nil,                                // 63: strata.v1.AllocateChunksResponse.ServerAddrsEntry
+	nil,                                // 64: strata.v1.GetChunksResponse.ServerAddrsEntry
+	nil,                                // 65: strata.v1.RegisterDataServerRequest.LabelsEntry
+	nil,                                // 66: strata.v1.DataServerStatus.LabelsEntry
 }
 var file_stratapb_meta_proto_depIdxs = []int32{
 	0,  // 0: strata.v1.Attr.type:type_name -> strata.v1.FileType
@@ -4250,7 +4510,7 @@ var file_stratapb_meta_proto_depIdxs = []int32{
 	1,  // 32: strata.v1.Allocation.scheme:type_name -> strata.v1.Scheme
 	3,  // 33: strata.v1.AllocateChunksRequest.header:type_name -> strata.v1.RequestHeader
 	39, // 34: strata.v1.AllocateChunksResponse.allocations:type_name -> strata.v1.Allocation
-	59, // 35: strata.v1.AllocateChunksResponse.server_addrs:type_name -> strata.v1.AllocateChunksResponse.ServerAddrsEntry
+	63, // 35: strata.v1.AllocateChunksResponse.server_addrs:type_name -> strata.v1.AllocateChunksResponse.ServerAddrsEntry
 	7,  // 36: strata.v1.ChunkCommit.chunk:type_name -> strata.v1.Chunk
 	3,  // 37: strata.v1.CommitChunksRequest.header:type_name -> strata.v1.RequestHeader
 	42, // 38: strata.v1.CommitChunksRequest.chunks:type_name -> strata.v1.ChunkCommit
@@ -4258,64 +4518,72 @@ var file_stratapb_meta_proto_depIdxs = []int32{
 	3,  // 40: strata.v1.GetChunksRequest.header:type_name -> strata.v1.RequestHeader
 	6,  // 41: strata.v1.GetChunksResponse.attr:type_name -> strata.v1.Attr
 	7,  // 42: strata.v1.GetChunksResponse.chunks:type_name -> strata.v1.Chunk
-	60, // 43: strata.v1.GetChunksResponse.server_addrs:type_name -> strata.v1.GetChunksResponse.ServerAddrsEntry
+	64, // 43: strata.v1.GetChunksResponse.server_addrs:type_name -> strata.v1.GetChunksResponse.ServerAddrsEntry
 	3,  // 44: strata.v1.ReportBadShardRequest.header:type_name -> strata.v1.RequestHeader
-	61, // 45: strata.v1.RegisterDataServerRequest.labels:type_name -> strata.v1.RegisterDataServerRequest.LabelsEntry
+	65, // 45: strata.v1.RegisterDataServerRequest.labels:type_name -> strata.v1.RegisterDataServerRequest.LabelsEntry
 	3,  // 46: strata.v1.ClusterStatusRequest.header:type_name -> strata.v1.RequestHeader
-	62, // 47: strata.v1.DataServerStatus.labels:type_name -> strata.v1.DataServerStatus.LabelsEntry
+	66, // 47: strata.v1.DataServerStatus.labels:type_name -> strata.v1.DataServerStatus.LabelsEntry
 	56, // 48: strata.v1.ClusterStatusResponse.members:type_name -> strata.v1.MetaMember
 	57, // 49: strata.v1.ClusterStatusResponse.dataservers:type_name -> strata.v1.DataServerStatus
-	9,  // 50: strata.v1.Meta.Lookup:input_type -> strata.v1.LookupRequest
-	11, // 51: strata.v1.Meta.GetAttr:input_type -> strata.v1.GetAttrRequest
-	13, // 52: strata.v1.Meta.SetAttr:input_type -> strata.v1.SetAttrRequest
-	15, // 53: strata.v1.Meta.Mkdir:input_type -> strata.v1.MkdirRequest
-	17, // 54: strata.v1.Meta.Create:input_type -> strata.v1.CreateRequest
-	19, // 55: strata.v1.Meta.Unlink:input_type -> strata.v1.UnlinkRequest
-	21, // 56: strata.v1.Meta.Rmdir:input_type -> strata.v1.RmdirRequest
-	23, // 57: strata.v1.Meta.Rename:input_type -> strata.v1.RenameRequest
-	25, // 58: strata.v1.Meta.ReadDir:input_type -> strata.v1.ReadDirRequest
-	27, // 59: strata.v1.Meta.Symlink:input_type -> strata.v1.SymlinkRequest
-	29, // 60: strata.v1.Meta.Link:input_type -> strata.v1.LinkRequest
-	31, // 61: strata.v1.Meta.GetXattr:input_type -> strata.v1.GetXattrRequest
-	33, // 62: strata.v1.Meta.SetXattr:input_type -> strata.v1.SetXattrRequest
-	35, // 63: strata.v1.Meta.ListXattr:input_type -> strata.v1.ListXattrRequest
-	37, // 64: strata.v1.Meta.RemoveXattr:input_type -> strata.v1.RemoveXattrRequest
-	40, // 65: strata.v1.Meta.AllocateChunks:input_type -> strata.v1.AllocateChunksRequest
-	43, // 66: strata.v1.Meta.CommitChunks:input_type -> strata.v1.CommitChunksRequest
-	45, // 67: strata.v1.Meta.GetChunks:input_type -> strata.v1.GetChunksRequest
-	47, // 68: strata.v1.Meta.ReportBadShard:input_type -> strata.v1.ReportBadShardRequest
-	49, // 69: strata.v1.Meta.RegisterDataServer:input_type -> strata.v1.RegisterDataServerRequest
-	51, // 70: strata.v1.Meta.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	53, // 71: strata.v1.Meta.RegisterMeta:input_type -> strata.v1.RegisterMetaRequest
-	55, // 72: strata.v1.Meta.ClusterStatus:input_type -> strata.v1.ClusterStatusRequest
-	10, // 73: strata.v1.Meta.Lookup:output_type -> strata.v1.LookupResponse
-	12, // 74: strata.v1.Meta.GetAttr:output_type -> strata.v1.GetAttrResponse
-	14, // 75: strata.v1.Meta.SetAttr:output_type -> strata.v1.SetAttrResponse
-	16, // 76: strata.v1.Meta.Mkdir:output_type -> strata.v1.MkdirResponse
-	18, // 77: strata.v1.Meta.Create:output_type -> strata.v1.CreateResponse
-	20, // 78: strata.v1.Meta.Unlink:output_type -> strata.v1.UnlinkResponse
-	22, // 79: strata.v1.Meta.Rmdir:output_type -> strata.v1.RmdirResponse
-	24, // 80: strata.v1.Meta.Rename:output_type -> strata.v1.RenameResponse
-	26, // 81: strata.v1.Meta.ReadDir:output_type -> strata.v1.ReadDirResponse
-	28, // 82: strata.v1.Meta.Symlink:output_type -> strata.v1.SymlinkResponse
-	30, // 83: strata.v1.Meta.Link:output_type -> strata.v1.LinkResponse
-	32, // 84: strata.v1.Meta.GetXattr:output_type -> strata.v1.GetXattrResponse
-	34, // 85: strata.v1.Meta.SetXattr:output_type -> strata.v1.SetXattrResponse
-	36, // 86: strata.v1.Meta.ListXattr:output_type -> strata.v1.ListXattrResponse
-	38, // 87: strata.v1.Meta.RemoveXattr:output_type -> strata.v1.RemoveXattrResponse
-	41, // 88: strata.v1.Meta.AllocateChunks:output_type -> strata.v1.AllocateChunksResponse
-	44, // 89: strata.v1.Meta.CommitChunks:output_type -> strata.v1.CommitChunksResponse
-	46, // 90: strata.v1.Meta.GetChunks:output_type -> strata.v1.GetChunksResponse
-	48, // 91: strata.v1.Meta.ReportBadShard:output_type -> strata.v1.ReportBadShardResponse
-	50, // 92: strata.v1.Meta.RegisterDataServer:output_type -> strata.v1.RegisterDataServerResponse
-	52, // 93: strata.v1.Meta.Heartbeat:output_type -> strata.v1.HeartbeatResponse
-	54, // 94: strata.v1.Meta.RegisterMeta:output_type -> strata.v1.RegisterMetaResponse
-	58, // 95: strata.v1.Meta.ClusterStatus:output_type -> strata.v1.ClusterStatusResponse
-	73, // [73:96] is the sub-list for method output_type
-	50, // [50:73] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	9,  // 50: strata.v1.BatchOp.lookup:type_name -> strata.v1.LookupRequest
+	11, // 51: strata.v1.BatchOp.getattr:type_name -> strata.v1.GetAttrRequest
+	3,  // 52: strata.v1.BatchRequest.header:type_name -> strata.v1.RequestHeader
+	59, // 53: strata.v1.BatchRequest.ops:type_name -> strata.v1.BatchOp
+	6,  // 54: strata.v1.BatchResult.attr:type_name -> strata.v1.Attr
+	61, // 55: strata.v1.BatchResponse.results:type_name -> strata.v1.BatchResult
+	60, // 56: strata.v1.Meta.Batch:input_type -> strata.v1.BatchRequest
+	9,  // 57: strata.v1.Meta.Lookup:input_type -> strata.v1.LookupRequest
+	11, // 58: strata.v1.Meta.GetAttr:input_type -> strata.v1.GetAttrRequest
+	13, // 59: strata.v1.Meta.SetAttr:input_type -> strata.v1.SetAttrRequest
+	15, // 60: strata.v1.Meta.Mkdir:input_type -> strata.v1.MkdirRequest
+	17, // 61: strata.v1.Meta.Create:input_type -> strata.v1.CreateRequest
+	19, // 62: strata.v1.Meta.Unlink:input_type -> strata.v1.UnlinkRequest
+	21, // 63: strata.v1.Meta.Rmdir:input_type -> strata.v1.RmdirRequest
+	23, // 64: strata.v1.Meta.Rename:input_type -> strata.v1.RenameRequest
+	25, // 65: strata.v1.Meta.ReadDir:input_type -> strata.v1.ReadDirRequest
+	27, // 66: strata.v1.Meta.Symlink:input_type -> strata.v1.SymlinkRequest
+	29, // 67: strata.v1.Meta.Link:input_type -> strata.v1.LinkRequest
+	31, // 68: strata.v1.Meta.GetXattr:input_type -> strata.v1.GetXattrRequest
+	33, // 69: strata.v1.Meta.SetXattr:input_type -> strata.v1.SetXattrRequest
+	35, // 70: strata.v1.Meta.ListXattr:input_type -> strata.v1.ListXattrRequest
+	37, // 71: strata.v1.Meta.RemoveXattr:input_type -> strata.v1.RemoveXattrRequest
+	40, // 72: strata.v1.Meta.AllocateChunks:input_type -> strata.v1.AllocateChunksRequest
+	43, // 73: strata.v1.Meta.CommitChunks:input_type -> strata.v1.CommitChunksRequest
+	45, // 74: strata.v1.Meta.GetChunks:input_type -> strata.v1.GetChunksRequest
+	47, // 75: strata.v1.Meta.ReportBadShard:input_type -> strata.v1.ReportBadShardRequest
+	49, // 76: strata.v1.Meta.RegisterDataServer:input_type -> strata.v1.RegisterDataServerRequest
+	51, // 77: strata.v1.Meta.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	53, // 78: strata.v1.Meta.RegisterMeta:input_type -> strata.v1.RegisterMetaRequest
+	55, // 79: strata.v1.Meta.ClusterStatus:input_type -> strata.v1.ClusterStatusRequest
+	62, // 80: strata.v1.Meta.Batch:output_type -> strata.v1.BatchResponse
+	10, // 81: strata.v1.Meta.Lookup:output_type -> strata.v1.LookupResponse
+	12, // 82: strata.v1.Meta.GetAttr:output_type -> strata.v1.GetAttrResponse
+	14, // 83: strata.v1.Meta.SetAttr:output_type -> strata.v1.SetAttrResponse
+	16, // 84: strata.v1.Meta.Mkdir:output_type -> strata.v1.MkdirResponse
+	18, // 85: strata.v1.Meta.Create:output_type -> strata.v1.CreateResponse
+	20, // 86: strata.v1.Meta.Unlink:output_type -> strata.v1.UnlinkResponse
+	22, // 87: strata.v1.Meta.Rmdir:output_type -> strata.v1.RmdirResponse
+	24, // 88: strata.v1.Meta.Rename:output_type -> strata.v1.RenameResponse
+	26, // 89: strata.v1.Meta.ReadDir:output_type -> strata.v1.ReadDirResponse
+	28, // 90: strata.v1.Meta.Symlink:output_type -> strata.v1.SymlinkResponse
+	30, // 91: strata.v1.Meta.Link:output_type -> strata.v1.LinkResponse
+	32, // 92: strata.v1.Meta.GetXattr:output_type -> strata.v1.GetXattrResponse
+	34, // 93: strata.v1.Meta.SetXattr:output_type -> strata.v1.SetXattrResponse
+	36, // 94: strata.v1.Meta.ListXattr:output_type -> strata.v1.ListXattrResponse
+	38, // 95: strata.v1.Meta.RemoveXattr:output_type -> strata.v1.RemoveXattrResponse
+	41, // 96: strata.v1.Meta.AllocateChunks:output_type -> strata.v1.AllocateChunksResponse
+	44, // 97: strata.v1.Meta.CommitChunks:output_type -> strata.v1.CommitChunksResponse
+	46, // 98: strata.v1.Meta.GetChunks:output_type -> strata.v1.GetChunksResponse
+	48, // 99: strata.v1.Meta.ReportBadShard:output_type -> strata.v1.ReportBadShardResponse
+	50, // 100: strata.v1.Meta.RegisterDataServer:output_type -> strata.v1.RegisterDataServerResponse
+	52, // 101: strata.v1.Meta.Heartbeat:output_type -> strata.v1.HeartbeatResponse
+	54, // 102: strata.v1.Meta.RegisterMeta:output_type -> strata.v1.RegisterMetaResponse
+	58, // 103: strata.v1.Meta.ClusterStatus:output_type -> strata.v1.ClusterStatusResponse
+	80, // [80:104] is the sub-list for method output_type
+	56, // [56:80] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_meta_proto_init() }
@@ -4323,13 +4591,17 @@ func file_stratapb_meta_proto_init() {
 	if File_stratapb_meta_proto != nil {
 		return
 	}
+	file_stratapb_meta_proto_msgTypes[56].OneofWrappers = []any{
+		(*BatchOp_Lookup)(nil),
+		(*BatchOp_Getattr)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stratapb_meta_proto_rawDesc), len(file_stratapb_meta_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   60,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

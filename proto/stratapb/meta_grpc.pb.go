@@ -23,6 +23,7 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	Meta_Batch_FullMethodName              = "/strata.v1.Meta/Batch"
 	Meta_Lookup_FullMethodName             = "/strata.v1.Meta/Lookup"
 	Meta_GetAttr_FullMethodName            = "/strata.v1.Meta/GetAttr"
 	Meta_SetAttr_FullMethodName            = "/strata.v1.Meta/SetAttr"
@@ -52,6 +53,7 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type MetaClient interface {
+	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	GetAttr(ctx context.Context, in *GetAttrRequest, opts ...grpc.CallOption) (*GetAttrResponse, error)
 	SetAttr(ctx context.Context, in *SetAttrRequest, opts ...grpc.CallOption) (*SetAttrResponse, error)
@@ -83,6 +85,16 @@ type metaClient struct {
 
 func NewMetaClient(cc grpc.ClientConnInterface) MetaClient {
 	return &metaClient{cc}
+}
+
+func (c *metaClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchResponse)
+	err := c.cc.Invoke(ctx, Meta_Batch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *metaClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
@@ -319,6 +331,7 @@ func (c *metaClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
 type MetaServer interface {
+	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	GetAttr(context.Context, *GetAttrRequest) (*GetAttrResponse, error)
 	SetAttr(context.Context, *SetAttrRequest) (*SetAttrResponse, error)
@@ -352,6 +365,9 @@ type MetaServer interface {
 // pointer dereference when methods are called.
 type UnimplementedMetaServer struct{}
 
+func (UnimplementedMetaServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
+}
 func (UnimplementedMetaServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
 }
@@ -440,6 +456,24 @@ func RegisterMetaServer(s grpc.ServiceRegistrar, srv MetaServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Meta_ServiceDesc, srv)
+}
+
+func _Meta_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).Batch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_Batch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).Batch(ctx, req.(*BatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -863,6 +897,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "strata.v1.Meta",
 	HandlerType: (*MetaServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Batch",
+			Handler:    _Meta_Batch_Handler,
+		},
 		{
 			MethodName: "Lookup",
 			Handler:    _Meta_Lookup_Handler,
