@@ -121,10 +121,12 @@ func BenchmarkRawRSReconstructData(b *testing.B) {
 	}
 }
 
-// BenchmarkFakePut and BenchmarkFakeGet run the whole client data path
-// (pipeline, gRPC, checksums) against in-memory fake servers: an upper
-// bound for what the client itself can do on this machine.
-func BenchmarkFakePut(b *testing.B) {
+// BenchmarkPut and BenchmarkGet run the whole client data path (pipeline,
+// gRPC, checksums) against a real in-process cluster: 3 Raft metaservers
+// and 6 dataservers writing shard files, on loopback, sharing the CPUs
+// with the client. BenchmarkClusterPut and BenchmarkClusterGet do the same
+// with 1 GiB and several MaxInflightChunks settings.
+func BenchmarkPut(b *testing.B) {
 	const size = 64 << 20
 	e := newEnv(b, 6, &stratapb.StripePolicy{DataShards: 4, ParityShards: 2, ChunkSize: benchChunk, SmallThreshold: 64 << 10})
 	data := randBytes(size, 3)
@@ -136,7 +138,7 @@ func BenchmarkFakePut(b *testing.B) {
 	}
 }
 
-func BenchmarkFakeGet(b *testing.B) {
+func BenchmarkGet(b *testing.B) {
 	const size = 64 << 20
 	e := newEnv(b, 6, &stratapb.StripePolicy{DataShards: 4, ParityShards: 2, ChunkSize: benchChunk, SmallThreshold: 64 << 10})
 	e.put("/bench", randBytes(size, 4))

@@ -60,6 +60,7 @@ type Client struct {
 	codecs     codecCache
 	bufs       bufferPool
 	reports    *badShardReporter
+	reads      readBatcher
 	clientID   string
 	nextReq    atomic.Uint64
 	chunkSizes chunkSizeCache
@@ -99,6 +100,7 @@ func New(cfg Config) (*Client, error) {
 		clientID: id,
 	}
 	c.reports = newBadShardReporter(c)
+	c.reads.c = c
 	return c, nil
 }
 

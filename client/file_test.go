@@ -3,8 +3,8 @@ package client
 import (
 	"bytes"
 	"errors"
-	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -13,26 +13,10 @@ import (
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
-// readAll reads the whole of inode ino with ReadAt.
-func (e *env) readAll(ino uint64) []byte {
-	e.t.Helper()
-	attr, err := e.c.GetAttr(ctxT(e.t), ino)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	p := make([]byte, attr.Size)
-	n, err := e.c.ReadAt(ctxT(e.t), ino, p, 0)
-	if err != nil && err != io.EOF || n != len(p) {
-		e.t.Fatalf("ReadAt whole file: %d of %d bytes, %v", n, len(p), err)
-	}
-	return p
-}
-
-// TestWriteAtTruncateModel applies random writes and truncates to a file
+// testWriteAtTruncateModel applies random writes and truncates to a file
 // and to a byte slice, and compares them after every step: writes inside,
 // across and past chunks, holes, cuts inside chunks and regrowth.
-func TestWriteAtTruncateModel(t *testing.T) {
-	e := newEnv(t, 6, testPolicy())
+func testWriteAtTruncateModel(t *testing.T, e *env) {
 	const cs = 64 << 10
 	attr := e.put("/f", nil)
 	ctx := ctxT(t)
@@ -69,12 +53,12 @@ func TestWriteAtTruncateModel(t *testing.T) {
 	if got := e.get("/f"); !bytes.Equal(got, model) {
 		t.Fatal("Get differs from model")
 	}
+	e.record("/f", model)
 }
 
-// TestTruncateThenGrow: bytes cut off by a truncate must read as zeros when
+// testTruncateThenGrow: bytes cut off by a truncate must read as zeros when
 // the file grows again, and the rewritten chunk must pass its checksum.
-func TestTruncateThenGrow(t *testing.T) {
-	e := newEnv(t, 6, testPolicy())
+func testTruncateThenGrow(t *testing.T, e *env) {
 	data := randBytes(3*(64<<10), 5)
 	attr := e.put("/f", data)
 	ctx := ctxT(t)
@@ -82,7 +66,7 @@ func TestTruncateThenGrow(t *testing.T) {
 	if err := e.c.Truncate(ctx, attr.Ino, uint64(cut)); err != nil {
 		t.Fatal(err)
 	}
-	ch := e.meta.chunk(attr.Ino, 1)
+	ch := e.chunk(attr.Ino, 1)
 	if ch.Size != 1000 || ch.Crc32C != crc32c(data[64<<10:cut]) {
 		t.Fatalf("cut chunk %v: want a rewritten 1000-byte chunk with a checksum", ch)
 	}
@@ -93,66 +77,60 @@ func TestTruncateThenGrow(t *testing.T) {
 	if got := e.get("/f"); !bytes.Equal(got, want) {
 		t.Fatal("grown file does not read zeros past the cut")
 	}
+	e.record("/f", want)
 }
 
-// TestReadChunkCutByServer reads a chunk that the metadata service cut
-// without the client (size lowered, shard size and checksum unchanged or
-// zeroed), as happens when a truncate races with a write.
-func TestReadChunkCutByServer(t *testing.T) {
-	e := newEnv(t, 6, testPolicy())
-	data := randBytes(64<<10, 6)
-	attr := e.put("/f", data)
-	e.meta.mu.Lock()
-	e.meta.truncate(e.meta.inodes[attr.Ino], 5000)
-	e.meta.mu.Unlock()
-	if got := e.get("/f"); !bytes.Equal(got, data[:5000]) {
-		t.Fatal("chunk cut by the server reads back wrong")
-	}
-	// Degraded: the bytes past the cut in shards 1-3 are old data, not
-	// zero padding, and reconstruction must use them as they are.
-	ch := e.meta.chunk(attr.Ino, 0)
-	undo := e.breakShards(ch, []int{0, 5})
-	defer undo()
-	if got := e.get("/f"); !bytes.Equal(got, data[:5000]) {
-		t.Fatal("degraded read of a chunk cut by the server reads back wrong")
-	}
-}
-
-// TestWriteAtConflict: another writer replaces the chunk between our read
+// testWriteAtConflict: another writer replaces the chunk between our read
 // and our commit; the commit is refused (ESTALE) and the write redone on
-// top of the other writer's chunk.
-func TestWriteAtConflict(t *testing.T) {
-	e := newEnv(t, 6, testPolicy())
+// top of the other writer's chunk. The tap holds the client's commit back
+// while the other writer (a second real client) writes and commits.
+func testWriteAtConflict(t *testing.T, e *env) {
+	ctx := ctxT(t)
+	tap := newMetaTap(t, e.cl.MetaAddrs())
+	tc := tap.client()
 	data := randBytes(64<<10, 7)
 	attr := e.put("/f", data)
 	other := randBytes(64<<10, 8) // the concurrent writer's content
-	otherAttr := e.put("/other", other)
-	fired := false
-	e.meta.mu.Lock()
-	e.meta.commitHook = func(n *fakeInode) {
-		if fired || n.attr.Ino != attr.Ino {
-			return
-		}
-		fired = true
-		n.chunks[0] = proto.Clone(e.meta.inodes[otherAttr.Ino].chunks[0]).(*stratapb.Chunk)
+	var fired atomic.Bool
+	otherErr := make(chan error, 1)
+	isOurCommit := func(method string, req []byte) bool {
+		r := &stratapb.CommitChunksRequest{}
+		return method == stratapb.Meta_CommitChunks_FullMethodName && proto.Unmarshal(req, r) == nil && r.Ino == attr.Ino
 	}
-	e.meta.mu.Unlock()
+	tap.setBefore(func(method string, req []byte) {
+		if isOurCommit(method, req) && fired.CompareAndSwap(false, true) {
+			_, err := e.c.WriteAt(ctx, attr.Ino, other, 0)
+			otherErr <- err
+		}
+	})
 	patch := []byte("PATCH")
-	if _, err := e.c.WriteAt(ctxT(t), attr.Ino, patch, 100); err != nil {
+	if _, err := tc.WriteAt(ctx, attr.Ino, patch, 100); err != nil {
 		t.Fatal(err)
+	}
+	if !fired.Load() {
+		t.Fatal("the other writer never ran: conflict not exercised")
+	}
+	if err := <-otherErr; err != nil {
+		t.Fatalf("the other writer: %v", err)
 	}
 	want := append([]byte(nil), other...)
 	copy(want[100:], patch)
 	if got := e.readAll(attr.Ino); !bytes.Equal(got, want) {
 		t.Fatal("write after a conflict did not land on the other writer's data")
 	}
-	if !fired || e.meta.callCount("CommitChunks") < 4 {
-		t.Fatalf("conflict not exercised (fired=%v)", fired)
+	e.record("/f", want)
+	var commits []tapCall
+	for _, c := range tap.callsOf(stratapb.Meta_CommitChunks_FullMethodName) {
+		if isOurCommit(c.method, c.req) {
+			commits = append(commits, c)
+		}
+	}
+	if len(commits) != 2 || commits[0].errno != syscall.ESTALE || commits[1].code != 0 {
+		t.Fatalf("commits: %+v; want one refused with ESTALE, then one accepted", commits)
 	}
 }
 
-func TestWriteAtErrors(t *testing.T) {
-	e := newEnv(t, 6, testPolicy())
+func testWriteAtErrors(t *testing.T, e *env) {
 	ctx := ctxT(t)
 	attr := e.put("/f", nil)
 	if _, err := e.c.WriteAt(ctx, attr.Ino, []byte("x"), -1); !errors.Is(err, syscall.EINVAL) {
@@ -161,10 +139,19 @@ func TestWriteAtErrors(t *testing.T) {
 	if n, err := e.c.WriteAt(ctx, attr.Ino, nil, 5); n != 0 || err != nil {
 		t.Fatalf("empty write = %d, %v", n, err)
 	}
-	if _, err := e.c.WriteAt(ctx, rootIno, []byte("x"), 0); !errors.Is(err, syscall.EISDIR) {
-		t.Fatalf("write to a directory: %v", err)
+	dir, err := e.c.Stat(ctx, e.p("/"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := e.c.Truncate(ctx, rootIno, 0); !errors.Is(err, syscall.EISDIR) {
-		t.Fatalf("truncate a directory: %v", err)
+	for _, ino := range []uint64{rootIno, dir.Ino} {
+		if _, err := e.c.WriteAt(ctx, ino, []byte("x"), 0); !errors.Is(err, syscall.EISDIR) {
+			t.Fatalf("write to directory %d: %v", ino, err)
+		}
+		if err := e.c.Truncate(ctx, ino, 0); !errors.Is(err, syscall.EISDIR) {
+			t.Fatalf("truncate directory %d: %v", ino, err)
+		}
+	}
+	if got := e.readAll(attr.Ino); len(got) != 0 {
+		t.Fatalf("failed writes left %d bytes in the file", len(got))
 	}
 }

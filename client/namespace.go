@@ -18,26 +18,13 @@ const readDirPage = 1000
 const removeAllParallel = 8
 
 // lookup is the raw Lookup RPC; callers wrap its error with their context.
+// It goes through the read batcher, like getAttr.
 func (c *Client) lookup(ctx context.Context, parent uint64, name string) (*stratapb.Attr, error) {
-	req := &stratapb.LookupRequest{Header: c.NewHeader(), Parent: parent, Name: name}
-	var attr *stratapb.Attr
-	err := c.call(ctx, func(ctx context.Context, mc stratapb.MetaClient) error {
-		resp, err := mc.Lookup(ctx, req)
-		attr = resp.GetAttr()
-		return err
-	})
-	return attr, err
+	return c.reads.do(ctx, &stratapb.BatchOp{Op: &stratapb.BatchOp_Lookup{Lookup: &stratapb.LookupRequest{Parent: parent, Name: name}}})
 }
 
 func (c *Client) getAttr(ctx context.Context, ino uint64) (*stratapb.Attr, error) {
-	req := &stratapb.GetAttrRequest{Header: c.NewHeader(), Ino: ino}
-	var attr *stratapb.Attr
-	err := c.call(ctx, func(ctx context.Context, mc stratapb.MetaClient) error {
-		resp, err := mc.GetAttr(ctx, req)
-		attr = resp.GetAttr()
-		return err
-	})
-	return attr, err
+	return c.reads.do(ctx, &stratapb.BatchOp{Op: &stratapb.BatchOp_Getattr{Getattr: &stratapb.GetAttrRequest{Ino: ino}}})
 }
 
 // Lookup returns the attributes of name in directory parent, without
@@ -408,4 +395,26 @@ func (c *Client) create(ctx context.Context, parent uint64, name string, mode ui
 		return err
 	})
 	return attr, err
+}
+
+// Create makes a new regular file name in directory parent, failing with
+// EEXIST if the name is taken (open with O_CREAT|O_EXCL).
+func (c *Client) Create(ctx context.Context, parent uint64, name string, mode uint32) (*stratapb.Attr, error) {
+	if err := checkName("create", parent, name); err != nil {
+		return nil, err
+	}
+	req := &stratapb.CreateRequest{
+		Header: c.NewHeader(), Parent: parent, Name: name, Mode: mode & 0o7777,
+		Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid()), Exclusive: true,
+	}
+	var attr *stratapb.Attr
+	err := c.call(ctx, func(ctx context.Context, mc stratapb.MetaClient) error {
+		resp, err := mc.Create(ctx, req)
+		attr = resp.GetAttr()
+		return err
+	})
+	if err != nil {
+		return nil, opErr(ctx, "create", inodeTarget(parent)+"/"+name, err)
+	}
+	return attr, nil
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -69,10 +70,10 @@ func TestCheckName(t *testing.T) {
 	}
 }
 
-// TestResolveSymlinks walks paths through symlinks against the fake
-// metadata service.
-func TestResolveSymlinks(t *testing.T) {
-	e := newEnv(t, 6, testPolicy())
+// testResolveSymlinks walks paths through symlinks. Absolute targets
+// name the test's directory: "/../../<root>/a" climbs above the namespace
+// root, which stays there, and comes down again.
+func testResolveSymlinks(t *testing.T, e *env) {
 	ctx := ctxT(t)
 	must := func(err error) {
 		t.Helper()
@@ -80,19 +81,19 @@ func TestResolveSymlinks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(e.c.MkdirAll(ctx, "/a/b/c", 0o755))
+	must(e.c.MkdirAll(ctx, e.p("/a/b/c"), 0o755))
 	e.put("/a/b/c/file", []byte("hello"))
-	must(e.c.Symlink(ctx, "b/c", "/a/rel"))               // relative
-	must(e.c.Symlink(ctx, "/a/b", "/abs"))                // absolute
-	must(e.c.Symlink(ctx, "../../a/b/c/file", "/a/b/up")) // climbs with ..
-	must(e.c.Symlink(ctx, "/../../a", "/above"))          // .. at the root stays there
-	must(e.c.Symlink(ctx, "loop2", "/loop1"))
-	must(e.c.Symlink(ctx, "loop1", "/loop2"))
-	must(e.c.Symlink(ctx, "/nowhere", "/dangling"))
-	must(e.c.Symlink(ctx, "/a/b/c/file", "/tofile"))
+	must(e.c.Symlink(ctx, "b/c", e.p("/a/rel")))               // relative
+	must(e.c.Symlink(ctx, e.p("/a/b"), e.p("/abs")))           // absolute
+	must(e.c.Symlink(ctx, "../../a/b/c/file", e.p("/a/b/up"))) // climbs with ..
+	must(e.c.Symlink(ctx, "/../.."+e.p("/a"), e.p("/above")))  // .. at the root stays there
+	must(e.c.Symlink(ctx, "loop2", e.p("/loop1")))
+	must(e.c.Symlink(ctx, "loop1", e.p("/loop2")))
+	must(e.c.Symlink(ctx, e.p("/nowhere"), e.p("/dangling")))
+	must(e.c.Symlink(ctx, e.p("/a/b/c/file"), e.p("/tofile")))
 
 	fileIno := func() uint64 {
-		a, err := e.c.Lstat(ctx, "/a/b/c/file")
+		a, err := e.c.Lstat(ctx, e.p("/a/b/c/file"))
 		must(err)
 		return a.Ino
 	}()
@@ -110,7 +111,6 @@ func TestResolveSymlinks(t *testing.T) {
 		{path: "/above/b/c/file", follow: true, ino: fileIno},
 		{path: "/abs", follow: true, typ: stratapb.FileType_DIRECTORY},
 		{path: "/abs", follow: false, typ: stratapb.FileType_SYMLINK},
-		{path: "/", follow: true, typ: stratapb.FileType_DIRECTORY, ino: rootIno},
 		{path: "/loop1", follow: true, errno: syscall.ELOOP},
 		{path: "/loop1", follow: false, typ: stratapb.FileType_SYMLINK},
 		{path: "/loop1/x", follow: false, errno: syscall.ELOOP},
@@ -125,7 +125,7 @@ func TestResolveSymlinks(t *testing.T) {
 		if tt.follow {
 			stat = e.c.Stat
 		}
-		attr, err := stat(ctx, tt.path)
+		attr, err := stat(ctx, e.p(tt.path))
 		switch {
 		case tt.errno != 0:
 			if !errors.Is(err, tt.errno) {
@@ -139,18 +139,23 @@ func TestResolveSymlinks(t *testing.T) {
 			t.Errorf("%s (follow=%v): type %v, want %v", tt.path, tt.follow, attr.Type, tt.typ)
 		}
 	}
+	// The namespace root itself.
+	for _, stat := range []func(context.Context, string) (*stratapb.Attr, error){e.c.Stat, e.c.Lstat} {
+		if attr, err := stat(ctx, "/"); err != nil || attr.Ino != rootIno || attr.Type != stratapb.FileType_DIRECTORY {
+			t.Errorf("stat /: %v, %v; want the root directory (inode %d)", attr, err, rootIno)
+		}
+	}
 }
 
-// TestSymlinkHopLimit: 40 hops resolve, 41 fail with ELOOP.
-func TestSymlinkHopLimit(t *testing.T) {
-	e := newEnv(t, 6, testPolicy())
+// testSymlinkHopLimit: 40 hops resolve, 41 fail with ELOOP.
+func testSymlinkHopLimit(t *testing.T, e *env) {
 	ctx := ctxT(t)
-	if _, err := e.c.Mkdir(ctx, "/target", 0o755); err != nil {
+	if _, err := e.c.Mkdir(ctx, e.p("/target"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	prev := "/target"
+	prev := e.p("/target")
 	for i := range 41 {
-		link := "/l" + strings.Repeat("x", i)
+		link := e.p("/l" + strings.Repeat("x", i))
 		if err := e.c.Symlink(ctx, prev, link); err != nil {
 			t.Fatal(err)
 		}

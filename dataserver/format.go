@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/strata-hpc/strata/internal/crc32c"
 	"hash/crc32"
 	"io"
 )
@@ -113,9 +114,11 @@ func (h header) fileSize() int64 { return h.dataOffset() + int64(h.dataLen) }
 
 // encodePrefix builds the header and block table for data in buf (reused
 // when large enough) and returns it together with the CRC32C of all of data.
-// Both checksums are computed block by block so that the second pass over a
-// block hits the CPU cache.
-func encodePrefix(buf []byte, k Key, blockSize int, data []byte) ([]byte, uint32) {
+// With shift (the CRC operator for one block length) the whole-data CRC is
+// combined from the block CRCs instead of computed in a second pass: on
+// this hardware CRC32C runs at ~6 GB/s, so the second pass cost a tenth of
+// a write's CPU. A nil shift computes it directly.
+func encodePrefix(buf []byte, k Key, blockSize int, data []byte, shift *crc32c.Shift) ([]byte, uint32) {
 	h := header{blockSize: uint32(blockSize), key: k, dataLen: uint64(len(data))}
 	n := int(h.dataOffset())
 	if cap(buf) < n {
@@ -133,8 +136,16 @@ func encodePrefix(buf []byte, k Key, blockSize int, data []byte) ([]byte, uint32
 	var whole uint32
 	for i, off := 0, 0; off < len(data); i, off = i+1, off+blockSize {
 		blk := data[off:min(off+blockSize, len(data))]
-		binary.LittleEndian.PutUint32(buf[headerSize+crcSize*i:], crc32.Checksum(blk, castagnoli))
-		whole = crc32.Update(whole, castagnoli, blk)
+		sum := crc32.Checksum(blk, castagnoli)
+		binary.LittleEndian.PutUint32(buf[headerSize+crcSize*i:], sum)
+		switch {
+		case shift != nil && int64(len(blk)) == shift.Len():
+			whole = shift.Combine(whole, sum)
+		case shift != nil:
+			whole = crc32c.Combine(whole, sum, int64(len(blk)))
+		default:
+			whole = crc32.Update(whole, castagnoli, blk)
+		}
 	}
 	return buf, whole
 }

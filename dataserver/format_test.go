@@ -10,7 +10,7 @@ import (
 
 // shardFileBytes builds a whole shard file in memory.
 func shardFileBytes(k Key, blockSize int, data []byte) []byte {
-	prefix, _ := encodePrefix(nil, k, blockSize, data)
+	prefix, _ := encodePrefix(nil, k, blockSize, data, nil)
 	return append(prefix, data...)
 }
 

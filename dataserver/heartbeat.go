@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/rpcerr"
@@ -19,10 +22,13 @@ func (s *Server) newMetaConn() error {
 	if len(s.cfg.MetaAddrs) == 0 || s.meta != nil {
 		return nil
 	}
-	mc, err := metaconn.New(s.cfg.MetaAddrs, metaconn.Options{
-		AttemptTimeout: s.callTimeout(),
-		Logger:         s.log,
-	})
+	opts := metaconn.Options{AttemptTimeout: s.callTimeout(), Logger: s.log}
+	if s.cfg.Net != nil {
+		opts.DialOptions = append(opts.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return s.cfg.Net.Dial(ctx, "tcp", addr)
+		}))
+	}
+	mc, err := metaconn.New(s.cfg.MetaAddrs, opts)
 	if err != nil {
 		return fmt.Errorf("dataserver: %w", err)
 	}

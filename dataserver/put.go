@@ -23,7 +23,7 @@ func (s *Store) Put(ctx context.Context, k Key, data []byte, crc uint32) error {
 	}
 	bp := s.getBuf()
 	defer s.bufs.Put(bp)
-	prefix, sum := encodePrefix(*bp, k, s.opts.BlockSize, data)
+	prefix, sum := encodePrefix(*bp, k, s.opts.BlockSize, data, s.shift)
 	*bp = prefix
 	if sum != crc {
 		return fmt.Errorf("%w: crc32c of shard %v data is %08x, request says %08x", ErrInvalid, k, sum, crc)

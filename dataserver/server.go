@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/netfault"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -43,6 +44,9 @@ type Config struct {
 	MetricsAddr       string            // if set, serve Prometheus /metrics over HTTP here
 	Logger            *slog.Logger
 	Registerer        prometheus.Registerer // nil: no metrics registration
+	// Net, when set, lets a test cut this server off the network (its
+	// gRPC listener and its connection to the metadata service).
+	Net *netfault.Switch
 }
 
 // DefaultConfig returns the defaults; Dirs still has to be set.
@@ -243,7 +247,7 @@ func (s *Server) listen(ctx context.Context) (metricsLis net.Listener, err error
 			return nil, fmt.Errorf("dataserver: listen for metrics on %s: %w", s.cfg.MetricsAddr, err)
 		}
 	}
-	s.lis, s.mlis, s.addr = lis, metricsLis, lis.Addr().String()
+	s.lis, s.mlis, s.addr = s.cfg.Net.Listener(lis), metricsLis, lis.Addr().String()
 	return metricsLis, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/strata-hpc/strata/internal/crc32c"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -41,7 +42,8 @@ type Store struct {
 
 	keyLocks [256]sync.Mutex
 	closed   atomic.Bool
-	bufs     sync.Pool // *[]byte for header+table prefixes
+	bufs     sync.Pool     // *[]byte for header+table prefixes
+	shift    *crc32c.Shift // combines block CRCs into a shard CRC
 
 	mu    sync.RWMutex
 	index map[Key]entry
@@ -102,7 +104,7 @@ func OpenStore(ctx context.Context, opts StoreOptions) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{opts: opts, log: log, index: make(map[Key]entry), statfs: statfs}
+	s := &Store{opts: opts, log: log, index: make(map[Key]entry), statfs: statfs, shift: crc32c.NewShift(int64(opts.BlockSize))}
 	for _, p := range opts.Dirs {
 		d, err := openDir(filepath.Clean(p))
 		if err != nil {

@@ -318,7 +318,7 @@ func TestStoreReopenKeepsNewestDuplicate(t *testing.T) {
 	e, _ := s.lookup(k)
 	other := 1 - e.dir
 	// Simulate a crash between writing the new copy and removing the old.
-	prefix, _ := encodePrefix(nil, k, bs, oldData)
+	prefix, _ := encodePrefix(nil, k, bs, oldData, nil)
 	oldPath := s.dirs[other].shardPath(k)
 	os.MkdirAll(filepath.Dir(oldPath), 0o755)
 	if err := os.WriteFile(oldPath, append(prefix, oldData...), 0o600); err != nil {

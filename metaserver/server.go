@@ -193,6 +193,14 @@ func (s *Server) IsLeader() bool {
 	return s.ready.Load() && s.parts != nil && s.parts.raft.State() == raftLeader
 }
 
+// RaftStats are raft's own counters (state, term, indexes, snapshot).
+func (s *Server) RaftStats() map[string]string {
+	if s.parts == nil {
+		return nil
+	}
+	return s.parts.raft.Stats()
+}
+
 // FSMStats is a summary of the replicated state, for tests and status.
 type FSMStats struct {
 	Inodes, Chunks, Logical, Garbage uint64

@@ -30,6 +30,10 @@ type Options struct {
 	// Fsync makes dataservers fsync shard files (default off in tests:
 	// it adds nothing to what they check and costs seconds).
 	Fsync bool
+	// SnapshotThreshold and TrailingLogs override the raft defaults, so
+	// tests can make voters snapshot and compact their logs early.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 	// Logger receives every server's logs; default: none, or everything
 	// at debug level on stderr when STRATA_TEST_LOG is set.
 	Logger *slog.Logger
@@ -54,8 +58,9 @@ type Meta struct {
 
 // Data is one dataserver of the cluster.
 type Data struct {
-	Cfg dataserver.Config
-	Srv *dataserver.Server // nil while killed
+	Cfg    dataserver.Config
+	Srv    *dataserver.Server // nil while killed
+	Switch *netfault.Switch
 }
 
 // New starts a cluster and registers its shutdown with t.Cleanup. It
@@ -126,6 +131,13 @@ func (c *Cluster) startMetas() {
 		cfg.GCInterval = 500 * time.Millisecond
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
+		}
+		if c.opts.SnapshotThreshold > 0 {
+			cfg.SnapshotThreshold = c.opts.SnapshotThreshold
+			cfg.SnapshotInterval = 100 * time.Millisecond
+		}
+		if c.opts.TrailingLogs > 0 {
+			cfg.TrailingLogs = c.opts.TrailingLogs
 		}
 		cfg.Logger = c.log.With("member", cfg.ID)
 		m := &Meta{Cfg: cfg, Switch: netfault.New()}
@@ -217,7 +229,9 @@ func (c *Cluster) AddData() int {
 	cfg.Fsync = c.opts.Fsync
 	cfg.ReserveBytes = 1 << 20
 	cfg.Logger = c.log.With("member", fmt.Sprintf("d%d", i+1))
-	c.Data = append(c.Data, &Data{Cfg: cfg})
+	sw := netfault.New()
+	cfg.Net = sw
+	c.Data = append(c.Data, &Data{Cfg: cfg, Switch: sw})
 	c.RestartData(i)
 	return i
 }
@@ -252,6 +266,13 @@ func (c *Cluster) KillData(i int) {
 		d.Srv = nil
 	}
 }
+
+// PartitionData cuts dataserver i off: clients cannot reach it and it
+// cannot heartbeat. HealData reconnects it.
+func (c *Cluster) PartitionData(i int) { c.Data[i].Switch.Cut() }
+
+// HealData reconnects a partitioned dataserver.
+func (c *Cluster) HealData(i int) { c.Data[i].Switch.Heal() }
 
 // WaitDataServers waits until the leader sees n live dataservers.
 func (c *Cluster) WaitDataServers(n int) {
