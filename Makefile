@@ -8,7 +8,7 @@ TEST_TIMEOUT ?= 25m
 BENCH     ?= .
 BENCHTIME ?= 1x
 
-.PHONY: all build dev test test-race deps bench proto proto-check lint clean
+.PHONY: all build dev test test-quick deps bench proto proto-check lint clean
 
 all: build
 
@@ -20,13 +20,15 @@ build:
 dev: build
 	./$(BIN) dev $(DEV_FLAGS)
 
-# Installs what the tests need (Debian packages, Go modules), then runs them.
+# Installs what the tests need (Debian packages, Go modules), then runs them,
+# with the race detector (the servers and the client are heavily concurrent).
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-
-test-race: deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The same without the race detector: about three times faster.
+test-quick: deps
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 deps:
 	./scripts/install-deps.sh

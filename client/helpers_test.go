@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/testcluster"
@@ -454,23 +456,41 @@ func (e *env) chunkAddr(ch *stratapb.Chunk, j int) string {
 
 // breakShards makes the given shards of a chunk unreadable, each in its own
 // way in turn (file gone: NotFound; bad block: DataLoss; server stopped:
-// Unavailable), and returns the function that undoes it all.
+// Unavailable), checks with a read of each that the fault took, and
+// returns the function that undoes it all.
 func (e *env) breakShards(ch *stratapb.Chunk, shards []int) func() {
 	e.t.Helper()
 	var undo []func()
-	for n, j := range shards {
-		switch n % 3 {
-		case 0:
-			undo = append(undo, e.hideShard(ch, j))
-		case 1:
-			undo = append(undo, e.corruptShard(ch, j))
-		case 2:
-			undo = append(undo, e.stopServerOf(ch, j))
-		}
-	}
-	return func() {
+	undoAll := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
 	}
+	want := make([]codes.Code, len(shards))
+	addrs := make([]string, len(shards))
+	for n, j := range shards {
+		addrs[n] = e.chunkAddr(ch, j)
+		switch n % 3 {
+		case 0:
+			undo = append(undo, e.hideShard(ch, j))
+			want[n] = codes.NotFound
+		case 1:
+			undo = append(undo, e.corruptShard(ch, j))
+			want[n] = codes.DataLoss
+		case 2:
+			undo = append(undo, e.stopServerOf(ch, j))
+			want[n] = codes.Unavailable
+		}
+	}
+	for n, j := range shards {
+		dc, err := e.c.data.client(addrs[n])
+		if err == nil {
+			_, err = dc.ReadShard(ctxT(e.t), &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: ch.Id, Index: uint32(j)}})
+		}
+		if status.Code(err) != want[n] {
+			undoAll()
+			e.t.Fatalf("shard %d of chunk %d broken: read says %v, want %v", j, ch.Id, err, want[n])
+		}
+	}
+	return undoAll
 }

@@ -89,7 +89,11 @@ func (f *FSM) applyCommand(cmd *decodedCommand) *applyResult {
 			return &applyResult{resp: e.resp, err: e.err}
 		}
 	}
-	resp, err := cmd.h.apply(st, now, cmd.req)
+	var resp proto.Message
+	err := st.checkTenant(hdr)
+	if err == nil {
+		resp, err = cmd.h.apply(st, now, cmd.req)
+	}
 	if key.client != "" {
 		st.dedup.add(&dedupEntry{key: key, typ: cmd.typ, applied: now, resp: resp, err: err})
 	}

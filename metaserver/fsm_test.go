@@ -360,3 +360,16 @@ func FuzzRestoreSnapshot(f *testing.F) {
 		}
 	})
 }
+
+func TestUnknownTenantRefused(t *testing.T) {
+	tf := newTestFSM(t)
+	before := tf.f.st.digest()
+	_, err := tf.apply(CmdMkdir, &stratapb.RequestHeader{Tenant: "acme"}, &stratapb.MkdirRequest{Parent: rootIno, Name: "x"})
+	wantErrno(t, err, syscall.ENOENT)
+	if tf.f.st.digest() != before {
+		t.Fatal("request of an unknown tenant changed the state")
+	}
+	if _, err := tf.apply(CmdMkdir, &stratapb.RequestHeader{Tenant: defaultTenant}, &stratapb.MkdirRequest{Parent: rootIno, Name: "x"}); err != nil {
+		t.Fatalf("default tenant by name: %v", err)
+	}
+}

@@ -90,6 +90,20 @@ func newState(def policy) *state {
 	return s
 }
 
+// checkTenant refuses a request for a tenant that does not exist, so that
+// a misconfigured client never lands in another tenant's tree. Every tenant
+// answers with the same error, as a missing object would.
+func (s *state) checkTenant(hdr *stratapb.RequestHeader) error {
+	t := hdr.GetTenant()
+	if t == "" {
+		return nil
+	}
+	if _, ok := s.tenants[t]; !ok {
+		return errnof(syscall.ENOENT, "no such tenant")
+	}
+	return nil
+}
+
 // checkName enforces the rules for one path component.
 func checkName(name string) error {
 	switch {

@@ -92,7 +92,12 @@ func (s *Server) read(ctx context.Context, hdr *stratapb.RequestHeader, fn func(
 			return s.raftErr(err)
 		}
 	}
-	return toStatus(s.fsm.read(fn))
+	return toStatus(s.fsm.read(func(st *state) error {
+		if err := st.checkTenant(hdr); err != nil {
+			return err
+		}
+		return fn(st)
+	}))
 }
 
 func (s *Server) Lookup(ctx context.Context, r *stratapb.LookupRequest) (*stratapb.LookupResponse, error) {

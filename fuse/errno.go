@@ -1,0 +1,49 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/strata-hpc/strata/internal/rpcerr"
+)
+
+// errno turns an error of the client library into what the kernel gets.
+// It is the one place where errors are converted. Client errors wrap the
+// POSIX errno the metadata service or the client chose; an error without
+// one (a bug, or a failure the client could not classify) becomes EIO and
+// is logged, since the program that sees EIO learns nothing more.
+func (m *Mount) errno(op string, ino uint64, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e):
+	case rpcerr.ErrnoOf(err) != 0:
+		e = rpcerr.ErrnoOf(err)
+	case errors.Is(err, context.Canceled):
+		// The kernel interrupted the request (a signal to the caller).
+		return syscall.EINTR
+	default:
+		e = syscall.EIO
+	}
+	if e == syscall.EIO {
+		m.log.Warn("I/O error", "op", op, "ino", ino, "err", err)
+	} else {
+		m.log.Debug("error", "op", op, "ino", ino, "errno", e, "err", err)
+	}
+	return e
+}
+
+// fileErrno is errno for operations on an open file: the inode of an open
+// file is gone only when another mount removed it (this mount keeps its
+// own open files alive by renaming them away on unlink), and NFS answers
+// ESTALE then, which tells the program the file went away under it.
+func (m *Mount) fileErrno(op string, ino uint64, err error) syscall.Errno {
+	e := m.errno(op, ino, err)
+	if e == syscall.ENOENT {
+		return syscall.ESTALE
+	}
+	return e
+}

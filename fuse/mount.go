@@ -1,0 +1,225 @@
+// Package fuse mounts a Strata file system through the kernel's FUSE
+// driver with hanwen/go-fuse/v2, so that ordinary programs and MPI jobs use
+// Strata like a local disk.
+//
+// It uses go-fuse's fs node API (one node per inode the kernel knows, with
+// StableAttr.Ino set to Strata's inode number so st_ino is the server's)
+// rather than the raw API that JuiceFS and SeaweedFS use: the node API
+// keeps the kernel's lookup counts for us, and with StableAttr.Ino the only
+// thing the raw API would add, server inode numbers as FUSE node ids, is
+// not needed (NFS export is not a goal of this slice).
+//
+// Consistency between mounts is close-to-open, as with NFS: close (FUSE
+// flush) sends every buffered byte to Strata before it returns, and open
+// re-reads the attributes from the metadata service, dropping the kernel's
+// cached pages and attributes when the file changed. Between those points
+// a mount sees other mounts' changes after the attribute and entry
+// timeouts (1 s by default).
+package fuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/strata-hpc/strata/client"
+)
+
+// Options configure a mount. Start from DefaultOptions.
+type Options struct {
+	// AttrTimeout and EntryTimeout are how long the kernel may cache
+	// attributes and names before asking again. Zero means the default
+	// (1 s); a negative value disables caching.
+	AttrTimeout  time.Duration
+	EntryTimeout time.Duration
+	// AllowOther lets users other than the one who mounted use the mount;
+	// the kernel then enforces mode bits itself (default_permissions).
+	AllowOther bool
+	// MaxWrite and MaxReadAhead bound one FUSE write and the kernel's
+	// readahead, in bytes (default and maximum 1 MiB).
+	MaxWrite     int
+	MaxReadAhead int
+	// FsName is the "device" shown in /proc/mounts (default "strata").
+	FsName string
+	// Debug logs every FUSE request and reply (go-fuse's debug output).
+	Debug  bool
+	Logger *slog.Logger
+}
+
+const (
+	defaultTimeout = time.Second
+	maxIO          = 1 << 20
+	// statfsTTL is how long a Statfs answer is reused: df and some MPI
+	// libraries call statfs often, and each costs a cluster status RPC.
+	statfsTTL = 5 * time.Second
+)
+
+// DefaultOptions returns the options `strata mount` uses.
+func DefaultOptions() Options {
+	return Options{
+		AttrTimeout: defaultTimeout, EntryTimeout: defaultTimeout,
+		AllowOther: true, MaxWrite: maxIO, MaxReadAhead: maxIO, FsName: "strata",
+	}
+}
+
+func (o *Options) fill() {
+	fix := func(d *time.Duration) {
+		switch {
+		case *d == 0:
+			*d = defaultTimeout
+		case *d < 0:
+			*d = 0
+		}
+	}
+	fix(&o.AttrTimeout)
+	fix(&o.EntryTimeout)
+	if o.MaxWrite <= 0 || o.MaxWrite > maxIO {
+		o.MaxWrite = maxIO
+	}
+	if o.MaxReadAhead <= 0 || o.MaxReadAhead > maxIO {
+		o.MaxReadAhead = maxIO
+	}
+	if o.FsName == "" {
+		o.FsName = "strata"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Mount is a mounted Strata file system.
+type Mount struct {
+	cl         *client.Client
+	opts       Options
+	log        *slog.Logger
+	mountpoint string
+	server     *gofuse.Server
+
+	statfsMu sync.Mutex
+	statfs   client.FSStats
+	statfsAt time.Time
+}
+
+// Mount mounts the file system of cl at mountpoint, which must be an
+// existing, empty directory that is not a mount point already. It returns
+// once the kernel has the mount; ctx bounds only the setup. The caller
+// keeps ownership of cl and closes it after Unmount.
+func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Options) (*Mount, error) {
+	opts.fill()
+	mp, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return nil, fmt.Errorf("fuse: mount point %s: %w", mountpoint, err)
+	}
+	if err := checkDevice(); err != nil {
+		return nil, err
+	}
+	if err := checkMountpoint(mp); err != nil {
+		return nil, err
+	}
+	rootAttr, err := cl.GetAttr(ctx, rootIno)
+	if err != nil {
+		return nil, fmt.Errorf("fuse: reading the root of the file system: %w", err)
+	}
+	m := &Mount{cl: cl, opts: opts, mountpoint: mp,
+		log: opts.Logger.With("component", "fuse", "mountpoint", mp)}
+	root := &node{m: m}
+	root.setChunkSize(rootAttr)
+	server, err := fs.Mount(mp, root, m.fsOptions())
+	if err != nil {
+		return nil, fmt.Errorf("fuse: mount %s: %w", mp, err)
+	}
+	m.server = server
+	m.log.Info("mounted", "attr_timeout", opts.AttrTimeout, "entry_timeout", opts.EntryTimeout, "allow_other", opts.AllowOther)
+	return m, nil
+}
+
+const rootIno = 1
+
+func (m *Mount) fsOptions() *fs.Options {
+	at, et, neg := m.opts.AttrTimeout, m.opts.EntryTimeout, time.Duration(0)
+	mo := gofuse.MountOptions{
+		AllowOther:   m.opts.AllowOther,
+		MaxWrite:     m.opts.MaxWrite,
+		MaxReadAhead: m.opts.MaxReadAhead,
+		FsName:       m.opts.FsName,
+		Name:         "strata",
+		Debug:        m.opts.Debug,
+		// The kernel checks mode bits, owners and groups against the
+		// attributes we return, so one daemon serves many users safely.
+		Options: []string{"default_permissions"},
+	}
+	return &fs.Options{
+		MountOptions: mo,
+		AttrTimeout:  &at, EntryTimeout: &et, NegativeTimeout: &neg,
+		// Mode 0 is a real mode (chmod 000), not "unset".
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: rootIno, Gen: 1},
+	}
+}
+
+// Mountpoint is the absolute path of the mount.
+func (m *Mount) Mountpoint() string { return m.mountpoint }
+
+// Unmount unmounts the file system. It fails with EBUSY while a process
+// has a file open or its working directory below the mount point.
+func (m *Mount) Unmount() error {
+	if err := m.server.Unmount(); err != nil {
+		return fmt.Errorf("fuse: unmount %s: %w", m.mountpoint, err)
+	}
+	m.log.Info("unmounted")
+	return nil
+}
+
+// Wait returns when the file system is unmounted, by Unmount or from
+// outside (fusermount3 -u, umount).
+func (m *Mount) Wait() { m.server.Wait() }
+
+// checkDevice fails early, with a hint, where FUSE cannot work at all.
+func checkDevice() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("fuse: /dev/fuse is missing (load the fuse module, or give the container --device /dev/fuse): %w", err)
+	}
+	return nil
+}
+
+// checkMountpoint refuses a mount point that is missing, not a directory,
+// not empty, or a mount already (a stale FUSE mount fails stat with
+// ENOTCONN).
+func checkMountpoint(mp string) error {
+	st, err := os.Stat(mp)
+	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("fuse: %s is a stale FUSE mount (run fusermount3 -u %s): %w", mp, mp, syscall.EBUSY)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("fuse: mount point %s does not exist: %w", mp, syscall.ENOENT)
+	case err != nil:
+		return fmt.Errorf("fuse: mount point: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("fuse: mount point %s is not a directory: %w", mp, syscall.ENOTDIR)
+	}
+	mounted, err := isMountpoint(mp)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		return fmt.Errorf("fuse: %s is already a mount point: %w", mp, syscall.EBUSY)
+	}
+	f, err := os.Open(mp)
+	if err != nil {
+		return fmt.Errorf("fuse: mount point: %w", err)
+	}
+	defer f.Close()
+	if names, _ := f.Readdirnames(1); len(names) > 0 {
+		return fmt.Errorf("fuse: mount point %s is not empty: %w", mp, syscall.ENOTEMPTY)
+	}
+	return nil
+}

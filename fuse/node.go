@@ -1,0 +1,232 @@
+package fuse
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/proto/stratapb"
+)
+
+// node is one Strata inode the kernel knows. go-fuse keeps one node per
+// inode number (StableAttr.Ino), so hard links share a node, and with it
+// the write buffer and the open count.
+type node struct {
+	fs.Inode
+	m *Mount
+
+	mu sync.Mutex
+	// cs is the chunk size of a regular file, fixed when it was created.
+	cs int64
+	// size is the file size as this mount knows it: the server's at the
+	// last look, grown by buffered writes. O_APPEND writes go there.
+	size uint64
+	// wb holds written data not yet sent to Strata.
+	wb writeBuf
+	// opens counts open handles; silly is the hidden name the file was
+	// renamed to when unlinked while open (in directory sillyDir), "" if
+	// it was not. See silly.go.
+	opens    int
+	silly    string
+	sillyDir uint64
+	// shown* are the size and mtime last given to the kernel, open* those
+	// seen at the last open; they decide, on open, whether the kernel's
+	// cached attributes and pages are still good (see Open).
+	shownSize, openSize   uint64
+	shownMtime, openMtime int64
+	shown, opened         bool
+}
+
+var (
+	_ fs.InodeEmbedder  = (*node)(nil)
+	_ fs.NodeLookuper   = (*node)(nil)
+	_ fs.NodeGetattrer  = (*node)(nil)
+	_ fs.NodeSetattrer  = (*node)(nil)
+	_ fs.NodeMkdirer    = (*node)(nil)
+	_ fs.NodeCreater    = (*node)(nil)
+	_ fs.NodeOpener     = (*node)(nil)
+	_ fs.NodeUnlinker   = (*node)(nil)
+	_ fs.NodeRmdirer    = (*node)(nil)
+	_ fs.NodeRenamer    = (*node)(nil)
+	_ fs.NodeSymlinker  = (*node)(nil)
+	_ fs.NodeReadlinker = (*node)(nil)
+	_ fs.NodeLinker     = (*node)(nil)
+	_ fs.NodeReaddirer  = (*node)(nil)
+	_ fs.NodeStatfser   = (*node)(nil)
+	_ fs.NodeFsyncer    = (*node)(nil)
+	_ fs.NodeGetxattrer = (*node)(nil)
+	_ fs.NodeSetxattrer = (*node)(nil)
+	_ fs.NodeListxattrer = (*node)(nil)
+	_ fs.NodeRemovexattrer = (*node)(nil)
+)
+
+func (n *node) ino() uint64 { return n.StableAttr().Ino }
+
+func typeMode(t stratapb.FileType) uint32 {
+	switch t {
+	case stratapb.FileType_DIRECTORY:
+		return syscall.S_IFDIR
+	case stratapb.FileType_SYMLINK:
+		return syscall.S_IFLNK
+	default:
+		return syscall.S_IFREG
+	}
+}
+
+// setChunkSize records the chunk size of a regular file.
+func (n *node) setChunkSize(a *stratapb.Attr) {
+	if cs := int64(a.GetPolicy().GetChunkSize()); cs > 0 && a.GetType() == stratapb.FileType_REGULAR {
+		n.mu.Lock()
+		n.cs = cs
+		n.mu.Unlock()
+	}
+}
+
+// child returns the node of the inode a describes, creating it when the
+// kernel does not know it yet, and fills out with its attributes.
+func (n *node) child(ctx context.Context, a *stratapb.Attr, out *gofuse.EntryOut) *fs.Inode {
+	id := fs.StableAttr{Mode: typeMode(a.GetType()), Ino: a.GetIno(), Gen: 1}
+	ch := n.NewInode(ctx, &node{m: n.m}, id)
+	cn := ch.Operations().(*node)
+	cn.setChunkSize(a)
+	cn.fillAttr(a, &out.Attr)
+	return ch
+}
+
+// fillAttr converts a to the kernel's form. The size includes data
+// buffered here and not yet sent, so that the kernel, refreshing its
+// attributes, does not cut off what a program just wrote.
+func (n *node) fillAttr(a *stratapb.Attr, out *gofuse.Attr) {
+	n.mu.Lock()
+	size := max(a.GetSize(), n.wb.end(n.cs))
+	if n.cs > 0 {
+		n.size = size
+	}
+	nlink := a.GetNlink()
+	if n.silly != "" && nlink > 0 {
+		nlink-- // the hidden name is not a link the program knows of
+	}
+	n.shownSize, n.shownMtime, n.shown = a.GetSize(), a.GetMtimeNs(), true
+	n.mu.Unlock()
+
+	out.Ino = a.GetIno()
+	out.Size = size
+	out.Blocks = (size + 511) / 512
+	out.Blksize = maxIO
+	out.Mode = typeMode(a.GetType()) | a.GetMode()&0o7777
+	out.Nlink = nlink
+	out.Uid, out.Gid = a.GetUid(), a.GetGid()
+	setTime(&out.Atime, &out.Atimensec, a.GetAtimeNs())
+	setTime(&out.Mtime, &out.Mtimensec, a.GetMtimeNs())
+	setTime(&out.Ctime, &out.Ctimensec, a.GetCtimeNs())
+}
+
+func setTime(sec *uint64, nsec *uint32, ns int64) {
+	if ns < 0 {
+		ns = 0
+	}
+	*sec, *nsec = uint64(ns/1e9), uint32(ns%1e9)
+}
+
+// owner is the uid and gid of the process that made the request: new
+// files belong to it, not to the daemon.
+func owner(ctx context.Context) client.Owner {
+	if c, ok := gofuse.FromContext(ctx); ok {
+		return client.Owner{Uid: c.Uid, Gid: c.Gid}
+	}
+	return client.Owner{}
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	a, err := n.m.cl.Lookup(ctx, n.ino(), name)
+	if err != nil {
+		return nil, n.m.errno("lookup", n.ino(), err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
+	a, err := n.m.cl.GetAttr(ctx, n.ino())
+	if err != nil {
+		return n.m.fileErrno("getattr", n.ino(), err)
+	}
+	n.fillAttr(a, &out.Attr)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) syscall.Errno {
+	a, err := n.setAttr(ctx, setAttrIn(in))
+	if err != nil {
+		return n.m.fileErrno("setattr", n.ino(), err)
+	}
+	n.fillAttr(a, &out.Attr)
+	return 0
+}
+
+func (n *node) setAttr(ctx context.Context, sa client.SetAttrIn) (*stratapb.Attr, error) {
+	switch {
+	case sa.Valid == 0: // only ctime, a lock owner or a handle
+		return n.m.cl.GetAttr(ctx, n.ino())
+	case sa.Valid&uint32(stratapb.SetAttrMask_SETATTR_SIZE) == 0:
+		return n.m.cl.SetAttr(ctx, n.ino(), sa)
+	case sa.Size > client.MaxFileSize:
+		return nil, fmt.Errorf("fuse: truncate to %d bytes: %w", sa.Size, syscall.EFBIG)
+	}
+	// Buffered writes go first, and no write may slip in between: the
+	// truncate must cut them too.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.flushLocked(ctx, false); err != nil {
+		return nil, err
+	}
+	a, err := n.m.cl.SetAttr(ctx, n.ino(), sa)
+	if err == nil {
+		n.size = a.GetSize()
+	}
+	return a, err
+}
+
+// setAttrIn translates the kernel's setattr into the client's.
+func setAttrIn(in *gofuse.SetAttrIn) client.SetAttrIn {
+	var sa client.SetAttrIn
+	set := func(bit stratapb.SetAttrMask) { sa.Valid |= uint32(bit) }
+	if v, ok := in.GetMode(); ok {
+		sa.Mode = v
+		set(stratapb.SetAttrMask_SETATTR_MODE)
+	}
+	if v, ok := in.GetUID(); ok {
+		sa.Uid = v
+		set(stratapb.SetAttrMask_SETATTR_UID)
+	}
+	if v, ok := in.GetGID(); ok {
+		sa.Gid = v
+		set(stratapb.SetAttrMask_SETATTR_GID)
+	}
+	if v, ok := in.GetSize(); ok {
+		sa.Size = v
+		set(stratapb.SetAttrMask_SETATTR_SIZE)
+	}
+	if t, ok := in.GetATime(); ok {
+		sa.AtimeNs = t.UnixNano()
+		set(stratapb.SetAttrMask_SETATTR_ATIME)
+	}
+	if t, ok := in.GetMTime(); ok {
+		sa.MtimeNs = t.UnixNano()
+		set(stratapb.SetAttrMask_SETATTR_MTIME)
+	}
+	return sa
+}
+
+// Fsync on a node without a handle (a directory): metadata changes are
+// durable in the Raft log once acknowledged, so there is nothing to do.
+func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if h, ok := f.(*handle); ok {
+		return h.Fsync(ctx, flags)
+	}
+	return 0
+}
