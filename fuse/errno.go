@@ -13,7 +13,7 @@ import (
 // POSIX errno the metadata service or the client chose; an error without
 // one (a bug, or a failure the client could not classify) becomes EIO and
 // is logged, since the program that sees EIO learns nothing more.
-func (m *Mount) errno(op string, ino uint64, err error) syscall.Errno {
+func (m *FS) errno(op string, ino uint64, err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
@@ -40,7 +40,7 @@ func (m *Mount) errno(op string, ino uint64, err error) syscall.Errno {
 // file is gone only when another mount removed it (this mount keeps its
 // own open files alive by renaming them away on unlink), and NFS answers
 // ESTALE then, which tells the program the file went away under it.
-func (m *Mount) fileErrno(op string, ino uint64, err error) syscall.Errno {
+func (m *FS) fileErrno(op string, ino uint64, err error) syscall.Errno {
 	e := m.errno(op, ino, err)
 	if e == syscall.ENOENT {
 		return syscall.ESTALE

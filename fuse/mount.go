@@ -96,8 +96,9 @@ func (o *Options) fill() {
 	}
 }
 
-// Mount is a mounted Strata file system.
-type Mount struct {
+// FS is a mounted Strata file system. (The type cannot be called Mount:
+// that is the function that makes one.)
+type FS struct {
 	cl         *client.Client
 	opts       Options
 	log        *slog.Logger
@@ -113,7 +114,7 @@ type Mount struct {
 // existing, empty directory that is not a mount point already. It returns
 // once the kernel has the mount; ctx bounds only the setup. The caller
 // keeps ownership of cl and closes it after Unmount.
-func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Options) (*Mount, error) {
+func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Options) (*FS, error) {
 	opts.fill()
 	mp, err := filepath.Abs(mountpoint)
 	if err != nil {
@@ -129,7 +130,7 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 	if err != nil {
 		return nil, fmt.Errorf("fuse: reading the root of the file system: %w", err)
 	}
-	m := &Mount{cl: cl, opts: opts, mountpoint: mp,
+	m := &FS{cl: cl, opts: opts, mountpoint: mp,
 		log: opts.Logger.With("component", "fuse", "mountpoint", mp)}
 	root := &node{m: m}
 	root.setChunkSize(rootAttr)
@@ -144,7 +145,7 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 
 const rootIno = 1
 
-func (m *Mount) fsOptions() *fs.Options {
+func (m *FS) fsOptions() *fs.Options {
 	at, et, neg := m.opts.AttrTimeout, m.opts.EntryTimeout, time.Duration(0)
 	mo := gofuse.MountOptions{
 		AllowOther:   m.opts.AllowOther,
@@ -167,11 +168,11 @@ func (m *Mount) fsOptions() *fs.Options {
 }
 
 // Mountpoint is the absolute path of the mount.
-func (m *Mount) Mountpoint() string { return m.mountpoint }
+func (m *FS) Mountpoint() string { return m.mountpoint }
 
 // Unmount unmounts the file system. It fails with EBUSY while a process
 // has a file open or its working directory below the mount point.
-func (m *Mount) Unmount() error {
+func (m *FS) Unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		return fmt.Errorf("fuse: unmount %s: %w", m.mountpoint, err)
 	}
@@ -181,7 +182,7 @@ func (m *Mount) Unmount() error {
 
 // Wait returns when the file system is unmounted, by Unmount or from
 // outside (fusermount3 -u, umount).
-func (m *Mount) Wait() { m.server.Wait() }
+func (m *FS) Wait() { m.server.Wait() }
 
 // checkDevice fails early, with a hint, where FUSE cannot work at all.
 func checkDevice() error {

@@ -1,0 +1,138 @@
+package fuse
+
+import (
+	"context"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/strata-hpc/strata/client"
+)
+
+// Modes arrive from the kernel with the caller's umask already applied
+// (go-fuse does not ask for FUSE_DONT_MASK), so they are stored as given:
+// applying this daemon's umask again would be wrong.
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	a, err := n.m.cl.MkdirAt(ctx, n.ino(), name, mode&0o7777, owner(ctx))
+	if err != nil {
+		return nil, n.m.errno("mkdir", n.ino(), err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	opts := client.CreateOptions{
+		Exclusive: flags&syscall.O_EXCL != 0,
+		Truncate:  flags&syscall.O_TRUNC != 0,
+	}
+	a, _, err := n.m.cl.CreateAt(ctx, n.ino(), name, mode&0o7777, owner(ctx), opts)
+	if err != nil {
+		return nil, nil, 0, n.m.errno("create", n.ino(), err)
+	}
+	ch := n.child(ctx, a, out)
+	cn := ch.Operations().(*node)
+	cn.mu.Lock()
+	cn.opened, cn.openSize, cn.openMtime = true, a.GetSize(), a.GetMtimeNs()
+	cn.opens++
+	cn.mu.Unlock()
+	return ch, cn.newHandle(flags), 0, 0
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	a, err := n.m.cl.SymlinkAt(ctx, n.ino(), name, target, owner(ctx))
+	if err != nil {
+		return nil, n.m.errno("symlink", n.ino(), err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	a, err := n.m.cl.GetAttr(ctx, n.ino())
+	if err != nil {
+		return nil, n.m.errno("readlink", n.ino(), err)
+	}
+	return []byte(a.GetSymlinkTarget()), 0
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ino := target.EmbeddedInode().StableAttr().Ino
+	a, err := n.m.cl.LinkAt(ctx, ino, n.ino(), name)
+	if err != nil {
+		return nil, n.m.errno("link", ino, err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if cn := n.openChild(name); cn != nil {
+		defer cn.mu.Unlock()
+		return n.m.errno("unlink", n.ino(), cn.sillyRenameLocked(ctx, n.ino(), name))
+	}
+	return n.m.errno("unlink", n.ino(), n.m.cl.UnlinkAt(ctx, n.ino(), name))
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.m.errno("rmdir", n.ino(), n.m.cl.RmdirAt(ctx, n.ino(), name))
+}
+
+// Rename moves name to newName in newParent. When that replaces a file
+// this mount has open, the file is first renamed away to a hidden name
+// (as unlink does), so that it stays readable until closed.
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags&(client.RenameNoReplace|client.RenameExchange) == 0 && n.replacesOpenFile(name, np, newName) {
+		if cn := np.openChild(newName); cn != nil {
+			defer cn.mu.Unlock()
+			if err := cn.sillyRenameLocked(ctx, np.ino(), newName); err != nil {
+				return n.m.errno("rename", n.ino(), err)
+			}
+			err := n.m.cl.RenameAt(ctx, n.ino(), name, np.ino(), newName, flags)
+			if err != nil {
+				cn.unSillyLocked(ctx, newName)
+			}
+			return n.m.errno("rename", n.ino(), err)
+		}
+	}
+	return n.m.errno("rename", n.ino(), n.m.cl.RenameAt(ctx, n.ino(), name, np.ino(), newName, flags))
+}
+
+// replacesOpenFile reports whether renaming name to np/newName would drop
+// the last name of a different, non-directory file: only then is the
+// hidden rename needed (a directory source fails on the server anyway).
+func (n *node) replacesOpenFile(name string, np *node, newName string) bool {
+	src, dst := n.GetChild(name), np.GetChild(newName)
+	return src != nil && dst != nil && src != dst && !src.IsDir() && !dst.IsDir()
+}
+
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	entries, err := n.m.cl.ReadDirAt(ctx, n.ino(), false)
+	if err != nil {
+		return nil, n.m.errno("readdir", n.ino(), err)
+	}
+	list := make([]gofuse.DirEntry, 0, len(entries)+2)
+	list = append(list,
+		gofuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: n.ino()},
+		gofuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: n.parentIno()})
+	for _, e := range entries {
+		if strings.HasPrefix(e.GetName(), sillyPrefix) {
+			continue
+		}
+		list = append(list, gofuse.DirEntry{Name: e.GetName(), Mode: typeMode(e.GetType()), Ino: e.GetIno()})
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+// parentIno is the inode of the directory's parent as the kernel knows
+// it (the root is its own parent).
+func (n *node) parentIno() uint64 {
+	if _, p := n.Parent(); p != nil {
+		return p.StableAttr().Ino
+	}
+	return n.ino()
+}
