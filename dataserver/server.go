@@ -44,6 +44,10 @@ type Config struct {
 	MetricsAddr       string            // if set, serve Prometheus /metrics over HTTP here
 	Logger            *slog.Logger
 	Registerer        prometheus.Registerer // nil: no metrics registration
+	// Listener, when set, is used instead of listening on ListenAddr
+	// (which must still name it); the server closes it. Tests hold their
+	// ports this way.
+	Listener net.Listener
 	// Net, when set, lets a test cut this server off the network (its
 	// gRPC listener and its connection to the metadata service).
 	Net *netfault.Switch
@@ -237,7 +241,10 @@ func (s *Server) Start(ctx context.Context) error {
 // an error of Start rather than of a background goroutine.
 func (s *Server) listen(ctx context.Context) (metricsLis net.Listener, err error) {
 	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", s.cfg.ListenAddr)
+	lis, err := s.cfg.Listener, error(nil)
+	if lis == nil {
+		lis, err = lc.Listen(ctx, "tcp", s.cfg.ListenAddr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dataserver: listen on %s: %w", s.cfg.ListenAddr, err)
 	}

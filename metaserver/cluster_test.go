@@ -269,3 +269,22 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (rawCodec) Name() string { return "proto" }
+
+// TestAllocateOnFollowerRedirects: a follower that has not applied a
+// file's create yet must send AllocateChunks to the leader, not answer
+// "no such file" (found by the client's leader-partition test).
+func TestAllocateOnFollowerRedirects(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Meta: 3})
+	mc := dial(t, c)
+	f := (c.WaitLeader() + 1) % 3
+	c.KillMeta(f)
+	ino, err := createOne(mc, 1) // a regular file, created while f is down
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.RestartMeta(f)
+	_, err = c.Meta[f].Srv.AllocateChunks(context.Background(), &stratapb.AllocateChunksRequest{Ino: ino, Count: 1, Sizes: []uint32{1}})
+	if _, nl := rpcerr.LeaderHint(err); !nl {
+		t.Fatalf("follower answered %v, want not-leader", err)
+	}
+}

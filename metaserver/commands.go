@@ -2,6 +2,7 @@ package metaserver
 
 import (
 	"fmt"
+	"syscall"
 
 	"google.golang.org/protobuf/proto"
 
@@ -99,8 +100,12 @@ func newMsg[T any, P interface {
 
 // applyAllocate reserves chunk ids; the leader adds placements afterwards.
 func applyAllocate(s *state, _ int64, r *stratapb.AllocateChunksRequest) (*stratapb.AllocateChunksResponse, error) {
-	if _, err := s.get(r.Ino); err != nil {
+	n, err := s.get(r.Ino)
+	if err != nil {
 		return nil, err
+	}
+	if n.typ != stratapb.FileType_REGULAR {
+		return nil, errnof(syscall.EISDIR, "inode %d is not a regular file", r.Ino)
 	}
 	first, err := s.allocateChunks(r.Count)
 	if err != nil {

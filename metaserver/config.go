@@ -29,6 +29,11 @@ type Config struct {
 	// RaftAddr (which then must not be a wildcard or port 0).
 	RaftAdvertise string
 	GRPCAddr      string // gRPC listen address
+	// RaftListener and GRPCListener, when set, are used instead of
+	// listening on RaftAddr and GRPCAddr (which must still name them). The
+	// server closes them. Tests use this to hold their ports.
+	RaftListener net.Listener
+	GRPCListener net.Listener
 	// GRPCAdvertise is the address clients are redirected to; default the
 	// actual gRPC listen address.
 	GRPCAdvertise string

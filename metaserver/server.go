@@ -75,11 +75,11 @@ func New(cfg Config) (*Server, error) {
 // Start opens the raft store, joins or bootstraps the cluster and serves
 // gRPC. It returns once the server is listening.
 func (s *Server) Start(ctx context.Context) error {
-	raftLis, err := net.Listen("tcp", s.cfg.RaftAddr)
+	raftLis, err := listen(s.cfg.RaftListener, s.cfg.RaftAddr)
 	if err != nil {
 		return fmt.Errorf("metaserver: listen raft %s: %w", s.cfg.RaftAddr, err)
 	}
-	grpcLis, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	grpcLis, err := listen(s.cfg.GRPCListener, s.cfg.GRPCAddr)
 	if err != nil {
 		raftLis.Close()
 		return fmt.Errorf("metaserver: listen grpc %s: %w", s.cfg.GRPCAddr, err)
@@ -117,6 +117,15 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goRun(func() { s.collectGarbage(ctx) })
 	s.log.Info("metaserver started", "raft", s.raftAdvertise(raftLis), "grpc", s.adv)
 	return nil
+}
+
+// listen uses a listener the caller opened (tests reserve their ports that
+// way), or opens one.
+func listen(l net.Listener, addr string) (net.Listener, error) {
+	if l != nil {
+		return l, nil
+	}
+	return net.Listen("tcp", addr)
 }
 
 func (s *Server) goRun(fn func()) {

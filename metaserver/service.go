@@ -205,28 +205,28 @@ func (s *Server) CommitChunks(ctx context.Context, r *stratapb.CommitChunksReque
 
 // AllocateChunks reserves chunk ids through raft, then places their shards
 // on live dataservers (placement is the leader's choice, not replicated).
+// The raft command checks the inode (exists, is a regular file, belongs to
+// the tenant); only then is its policy read, from this leader's own state,
+// which holds everything committed before the command.
 func (s *Server) AllocateChunks(ctx context.Context, r *stratapb.AllocateChunksRequest) (*stratapb.AllocateChunksResponse, error) {
 	if len(r.Sizes) != 0 && len(r.Sizes) != int(r.Count) {
 		return nil, rpcerr.Errno(syscall.EINVAL, "%d sizes for %d chunks", len(r.Sizes), r.Count)
 	}
+	resp, err := mutate[*stratapb.AllocateChunksResponse](ctx, s, CmdAllocateChunks, r.Header, r)
+	if err != nil {
+		return nil, err
+	}
 	var pol policy
-	err := s.read(ctx, &stratapb.RequestHeader{StaleOk: true}, func(st *state) error {
+	err = s.fsm.read(func(st *state) error {
 		n, err := st.get(r.Ino)
 		if err != nil {
-			return err
-		}
-		if n.typ != stratapb.FileType_REGULAR {
-			return errnof(syscall.EISDIR, "inode %d is not a regular file", r.Ino)
+			return err // unlinked since: the chunks will never be committed
 		}
 		pol = n.pol
 		return nil
 	})
 	if err != nil {
-		return nil, err
-	}
-	resp, err := mutate[*stratapb.AllocateChunksResponse](ctx, s, CmdAllocateChunks, r.Header, r)
-	if err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	// The FSM's response may be a dedup entry shared with other readers:
 	// fill in placements on a copy.

@@ -9,9 +9,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,40 +90,64 @@ func New(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// freeAddrs reserves n distinct loopback ports by binding and releasing
-// them. Another process could take one in between; on this test machine
-// nothing else binds loopback ports, and a clash fails loudly at Start.
-func freeAddrs(t testing.TB, n int) []string {
+// Ports of test servers come from below the kernel's ephemeral range
+// (32768-60999 here), so that no outgoing connection can be handed one of
+// them; each test process starts at a random offset so that packages
+// tested in parallel rarely meet, and a port found taken is skipped.
+const (
+	portLow  = 20000
+	portHigh = 32700
+)
+
+var nextPort atomic.Int32
+
+func init() { nextPort.Store(int32(portLow + rand.IntN(portHigh-portLow))) }
+
+// listenFree opens a listener on a free loopback port.
+func listenFree(t testing.TB) net.Listener {
 	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("testcluster: reserve port: %v", err)
+	for try := 0; try < 1000; try++ {
+		p := nextPort.Add(1)
+		if p >= portHigh {
+			nextPort.CompareAndSwap(p, portLow)
+			continue
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			return l
+		}
 	}
-	for _, l := range ls {
-		l.Close()
+	t.Fatal("testcluster: no free port")
+	return nil
+}
+
+// relisten opens addr again for a restarted server; its previous socket
+// may linger for a moment.
+func relisten(addr string) (net.Listener, error) {
+	var err error
+	for try := 0; try < 50; try++ {
+		var l net.Listener
+		if l, err = net.Listen("tcp", addr); err == nil {
+			return l, nil
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return out
+	return nil, err
 }
 
 func (c *Cluster) startMetas() {
 	n := c.opts.Meta
-	raftAddrs := freeAddrs(c.t, n)
-	grpcAddrs := freeAddrs(c.t, n)
+	var raftLis, grpcLis []net.Listener
 	var peers []metaserver.Peer
 	for i := 0; i < n; i++ {
-		peers = append(peers, metaserver.Peer{ID: fmt.Sprintf("m%d", i+1), RaftAddr: raftAddrs[i]})
+		raftLis = append(raftLis, listenFree(c.t))
+		grpcLis = append(grpcLis, listenFree(c.t))
+		peers = append(peers, metaserver.Peer{ID: fmt.Sprintf("m%d", i+1), RaftAddr: raftLis[i].Addr().String()})
 	}
 	for i := 0; i < n; i++ {
 		cfg := metaserver.DefaultConfig()
 		cfg.ID = peers[i].ID
 		cfg.Dir = filepath.Join(c.Dir, cfg.ID)
-		cfg.RaftAddr, cfg.GRPCAddr = raftAddrs[i], grpcAddrs[i]
+		cfg.RaftAddr, cfg.GRPCAddr = raftLis[i].Addr().String(), grpcLis[i].Addr().String()
 		cfg.Peers = peers
 		// Short timings: elections in ~100-300 ms keep failover tests fast.
 		cfg.HeartbeatTimeout = 200 * time.Millisecond
@@ -143,7 +169,7 @@ func (c *Cluster) startMetas() {
 		m := &Meta{Cfg: cfg, Switch: netfault.New()}
 		m.Cfg.Net = m.Switch
 		c.Meta = append(c.Meta, m)
-		c.RestartMeta(i)
+		c.startMeta(i, raftLis[i], grpcLis[i])
 	}
 }
 
@@ -159,24 +185,36 @@ func (c *Cluster) MetaAddrs() []string {
 // RestartMeta starts metaserver i (again), on the same directory and ports.
 func (c *Cluster) RestartMeta(i int) {
 	c.t.Helper()
+	raftLis, err := relisten(c.Meta[i].Cfg.RaftAddr)
+	if err != nil {
+		c.t.Fatalf("testcluster: meta %d: %v", i, err)
+	}
+	grpcLis, err := relisten(c.Meta[i].Cfg.GRPCAddr)
+	if err != nil {
+		raftLis.Close()
+		c.t.Fatalf("testcluster: meta %d: %v", i, err)
+	}
+	c.startMeta(i, raftLis, grpcLis)
+}
+
+func (c *Cluster) startMeta(i int, raftLis, grpcLis net.Listener) {
+	c.t.Helper()
 	m := c.Meta[i]
 	if m.Srv != nil {
 		c.t.Fatalf("testcluster: meta %d is running", i)
 	}
-	srv, err := metaserver.New(m.Cfg)
+	cfg := m.Cfg
+	cfg.RaftListener, cfg.GRPCListener = raftLis, grpcLis
+	srv, err := metaserver.New(cfg)
+	if err == nil {
+		err = srv.Start(context.Background())
+	}
 	if err != nil {
-		c.t.Fatalf("testcluster: meta %d: %v", i, err)
+		raftLis.Close()
+		grpcLis.Close()
+		c.t.Fatalf("testcluster: start meta %d: %v", i, err)
 	}
-	// A restarted server may find its port in TIME_WAIT for a moment.
-	var startErr error
-	for try := 0; try < 50; try++ {
-		if startErr = srv.Start(context.Background()); startErr == nil {
-			m.Srv = srv
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	c.t.Fatalf("testcluster: start meta %d: %v", i, startErr)
+	m.Srv = srv
 }
 
 // KillMeta stops metaserver i abruptly (its disk state stays).
@@ -223,7 +261,8 @@ func (c *Cluster) AddData() int {
 	i := len(c.Data)
 	cfg := dataserver.DefaultConfig()
 	cfg.Dirs = []string{filepath.Join(c.Dir, fmt.Sprintf("d%d", i+1))}
-	cfg.ListenAddr = freeAddrs(c.t, 1)[0]
+	lis := listenFree(c.t)
+	cfg.ListenAddr = lis.Addr().String()
 	cfg.MetaAddrs = c.MetaAddrs()
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.Fsync = c.opts.Fsync
@@ -232,31 +271,41 @@ func (c *Cluster) AddData() int {
 	sw := netfault.New()
 	cfg.Net = sw
 	c.Data = append(c.Data, &Data{Cfg: cfg, Switch: sw})
-	c.RestartData(i)
+	c.startData(i, lis)
 	return i
 }
 
 // RestartData starts dataserver i (again) on the same directories and port.
 func (c *Cluster) RestartData(i int) {
 	c.t.Helper()
+	lis, err := relisten(c.Data[i].Cfg.ListenAddr)
+	if err != nil {
+		c.t.Fatalf("testcluster: data %d: %v", i, err)
+	}
+	c.startData(i, lis)
+}
+
+func (c *Cluster) startData(i int, lis net.Listener) {
+	c.t.Helper()
 	d := c.Data[i]
 	if d.Srv != nil {
+		lis.Close()
 		c.t.Fatalf("testcluster: data %d is running", i)
 	}
-	var err error
-	for try := 0; try < 50; try++ {
-		var srv *dataserver.Server
-		if srv, err = dataserver.New(d.Cfg); err != nil {
-			c.t.Fatalf("testcluster: data %d: %v", i, err)
-		}
-		if err = srv.Start(context.Background()); err == nil {
-			d.Srv = srv
-			return
-		}
-		srv.Close()
-		time.Sleep(100 * time.Millisecond)
+	cfg := d.Cfg
+	cfg.Listener = lis
+	srv, err := dataserver.New(cfg)
+	if err == nil {
+		err = srv.Start(context.Background())
 	}
-	c.t.Fatalf("testcluster: start data %d: %v", i, err)
+	if err != nil {
+		lis.Close()
+		if srv != nil {
+			srv.Close()
+		}
+		c.t.Fatalf("testcluster: start data %d: %v", i, err)
+	}
+	d.Srv = srv
 }
 
 // KillData stops dataserver i (its shard files stay on disk).
