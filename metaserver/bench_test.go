@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/testcluster"
@@ -18,29 +15,7 @@ import (
 // client: many requests in flight on one connection) and reports ops/s.
 func parallelOps(b *testing.B, n, workers int, op func(i int) error) {
 	b.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	start := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := op(i); err != nil {
-					if failed.Add(1) == 1 {
-						b.Errorf("op %d: %v", i, err)
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "ops/s")
+	b.ReportMetric(testcluster.Parallel(b, n, workers, op), "ops/s")
 }
 
 func benchCluster(b *testing.B) (*testcluster.Cluster, stratapb.MetaClient, *metaconn.Conn) {

@@ -10,8 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,27 +84,10 @@ func benchFsyncModes() []bool {
 }
 
 // clientOps runs n operations over `inflight` goroutines sharing one
-// client (a pipelining client, as a FUSE mount or a parallel tool is) and
-// reports operations per second.
+// client and reports operations per second.
 func clientOps(b *testing.B, n, inflight int, op func(i int) error) {
 	b.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	start := time.Now()
-	for w := 0; w < inflight; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				if err := op(i); err != nil && failed.Add(1) == 1 {
-					b.Errorf("op %d: %v", i, err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "ops/s")
+	b.ReportMetric(testcluster.Parallel(b, n, inflight, op), "ops/s")
 }
 
 func benchClient(b *testing.B) *client.Client {
