@@ -67,9 +67,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	if cn := n.openChild(name); cn != nil {
+	if cn := n.lockedChild(name); cn != nil {
 		defer cn.mu.Unlock()
-		return n.m.errno("unlink", n.ino(), cn.sillyRenameLocked(ctx, n.ino(), name))
+		if cn.needsSillyLocked() {
+			return n.m.errno("unlink", n.ino(), cn.sillyRenameLocked(ctx, n.ino(), name))
+		}
 	}
 	return n.m.errno("unlink", n.ino(), n.m.cl.UnlinkAt(ctx, n.ino(), name))
 }
@@ -86,28 +88,36 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if !ok {
 		return syscall.EXDEV
 	}
-	if flags&(client.RenameNoReplace|client.RenameExchange) == 0 && n.replacesOpenFile(name, np, newName) {
-		if cn := np.openChild(newName); cn != nil {
-			defer cn.mu.Unlock()
-			if err := cn.sillyRenameLocked(ctx, np.ino(), newName); err != nil {
-				return n.m.errno("rename", n.ino(), err)
-			}
-			err := n.m.cl.RenameAt(ctx, n.ino(), name, np.ino(), newName, flags)
-			if err != nil {
-				cn.unSillyLocked(ctx, newName)
-			}
-			return n.m.errno("rename", n.ino(), err)
+	replace := flags&(client.RenameNoReplace|client.RenameExchange) == 0
+	if cn := np.lockedChild(newName); cn != nil {
+		defer cn.mu.Unlock()
+		if replace && cn.needsSillyLocked() && n.replacesFile(name, cn) {
+			return n.m.errno("rename", n.ino(), n.renameOverOpen(ctx, name, np, newName, cn))
 		}
 	}
 	return n.m.errno("rename", n.ino(), n.m.cl.RenameAt(ctx, n.ino(), name, np.ino(), newName, flags))
 }
 
-// replacesOpenFile reports whether renaming name to np/newName would drop
-// the last name of a different, non-directory file: only then is the
-// hidden rename needed (a directory source fails on the server anyway).
-func (n *node) replacesOpenFile(name string, np *node, newName string) bool {
-	src, dst := n.GetChild(name), np.GetChild(newName)
-	return src != nil && dst != nil && src != dst && !src.IsDir() && !dst.IsDir()
+// replacesFile reports whether renaming name over dst would drop a name
+// of dst, a file: not when name is dst itself (a no-op) or a directory
+// (the server refuses that).
+func (n *node) replacesFile(name string, dst *node) bool {
+	src := n.GetChild(name)
+	return src != nil && src != dst.EmbeddedInode() && !src.IsDir() && !dst.IsDir()
+}
+
+// renameOverOpen renames name over dst, which this mount has open (and
+// locked): dst first goes to its hidden name, so it stays readable until
+// closed, and comes back if the rename then fails.
+func (n *node) renameOverOpen(ctx context.Context, name string, np *node, newName string, dst *node) error {
+	if err := dst.sillyRenameLocked(ctx, np.ino(), newName); err != nil {
+		return err
+	}
+	err := n.m.cl.RenameAt(ctx, n.ino(), name, np.ino(), newName, 0)
+	if err != nil {
+		dst.unSillyLocked(ctx, newName)
+	}
+	return err
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {

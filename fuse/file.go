@@ -52,15 +52,20 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (int, error) 
 // last told, its cached attributes are invalidated too, so that the size
 // it reads up to is the new one.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	a, err := n.m.cl.GetAttr(ctx, n.ino())
+	// Count the open first: an unlink or rename-over racing with it must
+	// see the file as open and rename it away rather than free it.
+	n.mu.Lock()
+	n.opens++
+	n.mu.Unlock()
+	a, err := n.openAttr(ctx, flags)
 	if err != nil {
-		return nil, 0, n.m.errno("open", n.ino(), err)
-	}
-	if flags&syscall.O_TRUNC != 0 && a.GetSize() > 0 {
-		a, err = n.setAttr(ctx, client.SetAttrIn{Valid: uint32(stratapb.SetAttrMask_SETATTR_SIZE)})
-		if err != nil {
-			return nil, 0, n.m.errno("open", n.ino(), err)
+		n.mu.Lock()
+		n.opens--
+		if n.opens == 0 {
+			n.reapSillyLocked(ctx)
 		}
+		n.mu.Unlock()
+		return nil, 0, n.m.errno("open", n.ino(), err)
 	}
 	n.setChunkSize(a)
 	n.mu.Lock()
@@ -68,7 +73,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	stale := n.shown && (a.GetSize() != n.shownSize || a.GetMtimeNs() != n.shownMtime)
 	n.opened, n.openSize, n.openMtime = true, a.GetSize(), a.GetMtimeNs()
 	n.size = max(a.GetSize(), n.wb.end(n.cs))
-	n.opens++
 	n.mu.Unlock()
 	if stale {
 		// Attributes only (offset < 0); without FOPEN_KEEP_CACHE the
@@ -80,6 +84,16 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		fuseFlags = gofuse.FOPEN_KEEP_CACHE
 	}
 	return n.newHandle(flags), fuseFlags, 0
+}
+
+// openAttr fetches the attributes of the file being opened, truncating it
+// first for O_TRUNC.
+func (n *node) openAttr(ctx context.Context, flags uint32) (*stratapb.Attr, error) {
+	a, err := n.m.cl.GetAttr(ctx, n.ino())
+	if err != nil || flags&syscall.O_TRUNC == 0 || a.GetSize() == 0 {
+		return a, err
+	}
+	return n.setAttr(ctx, client.SetAttrIn{Valid: uint32(stratapb.SetAttrMask_SETATTR_SIZE)})
 }
 
 func (n *node) newHandle(flags uint32) *handle {

@@ -27,10 +27,12 @@ const sillyPrefix = ".strata-unlinked-"
 
 func sillyName(ino uint64) string { return fmt.Sprintf("%s%d", sillyPrefix, ino) }
 
-// openChild returns, locked, the node of name in n if this mount has it
-// open and it has not been renamed away already; else nil. Holding its
-// lock keeps Release from missing the rename that follows.
-func (n *node) openChild(name string) *node {
+// lockedChild returns, locked, the node of name in n if the kernel knows
+// it; else nil. Unlink and rename hold it across their RPC: Open counts
+// itself under the same lock, so a file is either seen as open (and
+// renamed away) or its open waits and then finds it gone, never opened
+// and freed at once.
+func (n *node) lockedChild(name string) *node {
 	ch := n.GetChild(name)
 	if ch == nil {
 		return nil
@@ -40,12 +42,12 @@ func (n *node) openChild(name string) *node {
 		return nil
 	}
 	cn.mu.Lock()
-	if cn.opens > 0 && cn.silly == "" {
-		return cn
-	}
-	cn.mu.Unlock()
-	return nil
+	return cn
 }
+
+// needsSillyLocked reports whether removing a name of n must rename it
+// away instead: it is open here and was not renamed away already.
+func (n *node) needsSillyLocked() bool { return n.opens > 0 && n.silly == "" }
 
 // sillyRenameLocked moves name in directory dir to the hidden name of n.
 func (n *node) sillyRenameLocked(ctx context.Context, dir uint64, name string) error {

@@ -33,6 +33,7 @@ type devOptions struct {
 	datas    int
 	fsync    bool
 	level    string
+	mount    string
 }
 
 func defaultDevDir() string {
@@ -54,6 +55,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&o.datas, "datas", 6, "dataservers")
 	fs.BoolVar(&o.fsync, "fsync", true, "fsync shards before acknowledging writes")
 	fs.StringVar(&o.level, "log-level", envDefault("log-level", "warn"), "debug, info, warn or error")
+	fs.StringVar(&o.mount, "mount", "", "also mount the cluster with FUSE at this directory")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -78,7 +80,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := dc.start(ctx); err != nil {
 		return err
 	}
+	if o.mount != "" {
+		unmount, err := mountDev(ctx, dc.metaAddrs(), o.mount, log)
+		if err != nil {
+			return fmt.Errorf("mount %s: %w", o.mount, err)
+		}
+		defer unmount() // before the servers stop (defers run last-in first-out)
+	}
 	fmt.Fprintf(stdout, "strata dev cluster is up (state in %s)\n", o.dir)
+	if o.mount != "" {
+		fmt.Fprintf(stdout, "  mounted at:  %s\n", o.mount)
+	}
 	fmt.Fprintf(stdout, "  metadata:    %s\n", strings.Join(dc.metaAddrs(), ","))
 	fmt.Fprintf(stdout, "  dataservers: %d on 127.0.0.1:%d-%d\n", o.datas, o.basePort+20, o.basePort+20+o.datas-1)
 	fmt.Fprintf(stdout, "  metrics:     http://127.0.0.1:%d/metrics\n", o.basePort+30)
