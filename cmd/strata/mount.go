@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/fuse"
+)
+
+func init() {
+	register(command{name: "mount", summary: "mount the file system with FUSE (runs until unmounted or interrupted)", run: runMount})
+	register(command{name: "umount", summary: "unmount a Strata mount", run: runUmount})
+}
+
+func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("mount", stderr)
+	cf := addClientFlags(fs)
+	o := fuse.DefaultOptions()
+	fs.DurationVar(&o.AttrTimeout, "attr-timeout", o.AttrTimeout, "how long the kernel caches attributes (close-to-open consistency holds regardless)")
+	fs.DurationVar(&o.EntryTimeout, "entry-timeout", o.EntryTimeout, "how long the kernel caches names")
+	fs.BoolVar(&o.AllowOther, "allow-other", o.AllowOther, "let every user use the mount (the kernel enforces permissions)")
+	fs.BoolVar(&o.Debug, "debug", false, "log every FUSE request")
+	if err := parse(fs, args, 1, 1, "mount [flags] MOUNTPOINT"); err != nil {
+		return err
+	}
+	c, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	log, _ := newLogger(stderr, *cf.level)
+	o.Logger = log
+	m, err := fuse.Mount(ctx, c, fs.Arg(0), o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "strata mounted on %s (Ctrl-C or 'strata umount %s' unmounts)\n", m.Mountpoint(), m.Mountpoint())
+	return serveMount(ctx, m, log)
+}
+
+// serveMount runs until the mount goes away from outside, or ctx ends
+// (SIGINT/SIGTERM), in which case it unmounts.
+func serveMount(ctx context.Context, m *fuse.FS, log *slog.Logger) error {
+	done := make(chan struct{})
+	go func() {
+		m.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	return unmountPatiently(m, done, log)
+}
+
+// unmountPatiently unmounts, retrying for a while when the mount is busy
+// (a process still has a file open there), then detaches it lazily so
+// that the daemon never exits with the mount left dangling.
+func unmountPatiently(m *fuse.FS, done <-chan struct{}, log *slog.Logger) error {
+	var err error
+	for try := 0; try < 20; try++ {
+		if err = m.Unmount(); err == nil {
+			<-done
+			return nil
+		}
+		log.Warn("unmount failed; retrying", "err", err)
+		time.Sleep(250 * time.Millisecond)
+	}
+	log.Error("mount still busy; detaching it lazily", "mountpoint", m.Mountpoint())
+	if lerr := syscall.Unmount(m.Mountpoint(), syscall.MNT_DETACH); lerr != nil {
+		return fmt.Errorf("unmount %s: %w (lazy unmount: %v)", m.Mountpoint(), err, lerr)
+	}
+	<-done
+	return nil
+}
+
+func runUmount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("umount", stderr)
+	lazy := fs.Bool("l", false, "detach now, clean up when no longer busy")
+	if err := parse(fs, args, 1, -1, "umount [-l] MOUNTPOINT..."); err != nil {
+		return err
+	}
+	var errs []error
+	for _, mp := range fs.Args() {
+		if err := umount(mp, *lazy); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// umount unmounts one Strata mount: directly as root, through fusermount3
+// otherwise.
+func umount(mp string, lazy bool) error {
+	abs, err := filepath.Abs(mp)
+	if err != nil {
+		return err
+	}
+	if !isStrataMount(abs) {
+		return fmt.Errorf("%s is not a Strata mount", abs)
+	}
+	flags := 0
+	if lazy {
+		flags = syscall.MNT_DETACH
+	}
+	if err := syscall.Unmount(abs, flags); err == nil {
+		return nil
+	} else if !errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("unmount %s: %w", abs, err)
+	}
+	args := []string{"-u", abs}
+	if lazy {
+		args = []string{"-uz", abs}
+	}
+	if out, err := exec.Command("fusermount3", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("fusermount3 %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// isStrataMount looks mp up in /proc/mounts.
+func isStrataMount(mp string) bool {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == mp && strings.HasPrefix(f[2], "fuse") && strings.HasPrefix(f[0], "strata") {
+			return true
+		}
+	}
+	return false
+}
+
+// mountDev mounts the dev cluster at mp; the returned function unmounts it.
+func mountDev(ctx context.Context, metaAddrs []string, mp string, log *slog.Logger) (func(), error) {
+	c, err := client.New(client.Config{MetaAddrs: metaAddrs, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		c.Close()
+		return nil, err
+	}
+	o := fuse.DefaultOptions()
+	o.Logger = log
+	m, err := fuse.Mount(ctx, c, mp, o)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		m.Wait()
+		close(done)
+	}()
+	return func() {
+		select {
+		case <-done:
+		default:
+			if err := unmountPatiently(m, done, log); err != nil {
+				log.Error("unmount dev mount", "err", err)
+			}
+		}
+		c.Close()
+	}, nil
+}
