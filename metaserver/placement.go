@@ -60,12 +60,16 @@ type candidate struct {
 	host string
 }
 
-// writable lists live, writable dataservers.
-func (s *Server) writable(st *state, now time.Time) []candidate {
-	var out []candidate
+// writable lists live, writable dataservers, and counts the live ones
+// (writable or full).
+func (s *Server) writable(st *state, now time.Time) (out []candidate, alive int) {
 	for id, ds := range st.servers {
 		h, ok := s.live.get(id)
-		if !ok || now.Sub(h.last) > s.cfg.DataServerGrace || h.readOnly {
+		if !ok || now.Sub(h.last) > s.cfg.DataServerGrace {
+			continue
+		}
+		alive++
+		if h.readOnly {
 			continue
 		}
 		fill := 1.0
@@ -78,7 +82,7 @@ func (s *Server) writable(st *state, now time.Time) []candidate {
 		}
 		out = append(out, candidate{id: id, addr: ds.addr, fill: fill, host: host})
 	}
-	return out
+	return out, alive
 }
 
 // place chooses servers for the shards of one chunk: distinct servers,
@@ -86,13 +90,21 @@ func (s *Server) writable(st *state, now time.Time) []candidate {
 // servers are live than the stripe is wide, the missing shards are left
 // unplaced (id 0) as long as k+1 can be placed: the chunk is written
 // degraded and repair completes it, as Ceph does above min_size.
-func place(cands []candidate, width, k int) (servers, spares []uint32, err error) {
+//
+// Too few servers *alive* is a transient state (servers restarting, or not
+// yet heard by a new leader): ErrNotEnoughServers, which clients retry, so
+// a write stalls instead of failing, as on an NFS hard mount. Enough alive
+// but too few with room is ENOSPC.
+func place(cands []candidate, alive, width, k int) (servers, spares []uint32, err error) {
 	need := k + 1
 	if width < need {
 		need = width
 	}
+	if alive < need {
+		return nil, nil, fmt.Errorf("%w: %d alive, a %d-shard stripe needs %d", ErrNotEnoughServers, alive, width, need)
+	}
 	if len(cands) < need {
-		return nil, nil, errnof(syscall.ENOSPC, "need %d writable dataservers for a %d-shard stripe, %d available", need, width, len(cands))
+		return nil, nil, errnof(syscall.ENOSPC, "need %d dataservers with free space for a %d-shard stripe, %d of the %d alive have room", need, width, len(cands), alive)
 	}
 	perm := append([]candidate(nil), cands...)
 	rand.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
@@ -111,7 +123,7 @@ func place(cands []candidate, width, k int) (servers, spares []uint32, err error
 // placeAllocations fills in where each newly reserved chunk goes.
 func (s *Server) placeAllocations(resp *stratapb.AllocateChunksResponse, pol policy, sizes []uint32) error {
 	return s.fsm.read(func(st *state) error {
-		cands := s.writable(st, time.Now())
+		cands, alive := s.writable(st, time.Now())
 		resp.ServerAddrs = make(map[uint32]string)
 		for i, a := range resp.Allocations {
 			a.Scheme, a.DataShards, a.ParityShards = stratapb.Scheme_ERASURE, uint32(pol.k), uint32(pol.m)
@@ -119,7 +131,7 @@ func (s *Server) placeAllocations(resp *stratapb.AllocateChunksResponse, pol pol
 				a.Scheme, a.DataShards = stratapb.Scheme_REPLICATED, 1
 			}
 			var err error
-			a.Servers, a.Spares, err = place(cands, int(a.DataShards+a.ParityShards), int(a.DataShards))
+			a.Servers, a.Spares, err = place(cands, alive, int(a.DataShards+a.ParityShards), int(a.DataShards))
 			if err != nil {
 				return err
 			}

@@ -237,11 +237,12 @@ func (s *Server) AllocateChunks(ctx context.Context, r *stratapb.AllocateChunksR
 	return out, nil
 }
 
-// placementErr: right after an election the leader has not heard every
-// dataserver's heartbeat yet; "no space" then means "try again shortly".
+// placementErr maps a placement failure: too few dataservers alive, or a
+// leader so new it has not heard every heartbeat yet, means "try again
+// shortly" (Unavailable, which clients retry); too few with room is ENOSPC.
 func (s *Server) placementErr(err error) error {
-	if time.Since(time.Unix(0, s.leaderFrom.Load())) < s.cfg.DataServerGrace {
-		return status.Errorf(codes.Unavailable, "metaserver: new leader still learning dataserver health: %v", err)
+	if errors.Is(err, ErrNotEnoughServers) || time.Since(time.Unix(0, s.leaderFrom.Load())) < s.cfg.DataServerGrace {
+		return status.Errorf(codes.Unavailable, "metaserver: %v", err)
 	}
 	return toStatus(err)
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -24,10 +25,15 @@ import (
 
 // Options tune a Conn. The zero value is usable.
 type Options struct {
-	// AttemptTimeout bounds one attempt against one server, so that a hung
-	// (SIGSTOPped, partitioned) leader costs at most this much before the
-	// call moves on. Default 5s.
+	// AttemptTimeout bounds one attempt against the known leader, so that
+	// a hung (SIGSTOPped, partitioned) leader costs at most this much
+	// before the call moves on. A request that timed out but was applied
+	// is answered from the dedup table when retried. Default 2s.
 	AttemptTimeout time.Duration
+	// DiscoveryTimeout bounds an attempt while the leader is unknown (the
+	// first call, or after the leader stopped answering): a seed that does
+	// not answer quickly is skipped for the next. Default 1s.
+	DiscoveryTimeout time.Duration
 	// RetryBudget bounds the whole call, across attempts, when the caller's
 	// context has no earlier deadline. Default 60s.
 	RetryBudget time.Duration
@@ -71,7 +77,10 @@ func New(addrs []string, opts Options) (*Conn, error) {
 		}
 	}
 	if opts.AttemptTimeout <= 0 {
-		opts.AttemptTimeout = 5 * time.Second
+		opts.AttemptTimeout = 2 * time.Second
+	}
+	if opts.DiscoveryTimeout <= 0 {
+		opts.DiscoveryTimeout = time.Second
 	}
 	if opts.RetryBudget <= 0 {
 		opts.RetryBudget = 60 * time.Second
@@ -85,6 +94,10 @@ func New(addrs []string, opts Options) (*Conn, error) {
 		seeds: append([]string(nil), addrs...),
 		log:   log.With("component", "metaconn"),
 		conns: make(map[string]*grpc.ClientConn),
+		// Start at a random seed: many clients given the same list then
+		// do not all knock on the first server, and one dead server does
+		// not delay every client's first call.
+		next: rand.IntN(len(addrs)),
 	}, nil
 }
 
@@ -118,17 +131,17 @@ func (c *Conn) conn(addr string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-// target picks the server for the next attempt: the known leader, else the
-// next seed in turn.
-func (c *Conn) target() string {
+// target picks the server for the next attempt, and how long to give it:
+// the known leader, else the next seed in turn, briefly.
+func (c *Conn) target() (string, time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.leader != "" {
-		return c.leader
+		return c.leader, c.opts.AttemptTimeout
 	}
 	a := c.seeds[c.next%len(c.seeds)]
 	c.next++
-	return a
+	return a, c.opts.DiscoveryTimeout
 }
 
 func (c *Conn) setLeader(addr string) {
@@ -165,8 +178,8 @@ func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, mc stratap
 	backoff := 5 * time.Millisecond
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		addr := c.target()
-		err := c.attempt(ctx, addr, fn)
+		addr, timeout := c.target()
+		err := c.attempt(ctx, addr, timeout, fn)
 		if err == nil {
 			c.setLeader(addr)
 			return nil
@@ -199,12 +212,12 @@ func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, mc stratap
 	}
 }
 
-func (c *Conn) attempt(ctx context.Context, addr string, fn func(ctx context.Context, mc stratapb.MetaClient) error) error {
+func (c *Conn) attempt(ctx context.Context, addr string, timeout time.Duration, fn func(ctx context.Context, mc stratapb.MetaClient) error) error {
 	cc, err := c.conn(addr)
 	if err != nil {
 		return err
 	}
-	actx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return fn(actx, stratapb.NewMetaClient(cc))
 }
