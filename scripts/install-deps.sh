@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Strata's tests need on a fresh Debian machine (run as root):
-# Debian packages for FUSE, network namespaces, simulated BMCs and MPI, and
+# Debian packages for FUSE, network namespaces and MPI, and
 # the Go modules. Packages already present are not reinstalled.
 set -euo pipefail
 
-pkgs=(fuse3 iproute2)
+pkgs=(fuse3 iproute2 mpich libmpich-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
