@@ -288,3 +288,55 @@ func TestAllocateOnFollowerRedirects(t *testing.T) {
 		t.Fatalf("follower answered %v, want not-leader", err)
 	}
 }
+
+// TestServiceIPFollowsLeader: only the leader serves on the service IP (a
+// loopback address here, as in `strata dev`); a client that knows only that
+// address keeps working across the leader's death, with each request
+// applied once, and the new leader takes the address over.
+func TestServiceIPFollowsLeader(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Meta: 3, ServiceIP: "127.0.0.171"})
+	mc, err := metaconn.New([]string{c.ServiceAddr()}, metaconn.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	holders := func() (n int, who int) {
+		for i, m := range c.Meta {
+			if m.Srv != nil && m.Srv.HoldsServiceIP() {
+				n, who = n+1, i
+			}
+		}
+		return n, who
+	}
+	waitHolder := func(not int) int {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if n, who := holders(); n == 1 && who != not && who == c.Leader() {
+				return who
+			}
+			if time.Now().After(deadline) {
+				n, who := holders()
+				t.Fatalf("service ip held by %d servers (last %d), leader %d", n, who, c.Leader())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	first := waitHolder(-1)
+	for i := 0; i < 50; i++ {
+		if _, err := createOne(mc, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.KillMeta(first)
+	for i := 50; i < 100; i++ { // through the election, via the service ip only
+		if _, err := createOne(mc, i); err != nil {
+			t.Fatalf("op %d across failover: %v", i, err)
+		}
+	}
+	second := waitHolder(first)
+	c.RestartMeta(first)
+	waitConverged(t, c)
+	if got := c.Meta[second].Srv.Stats().Inodes; got != 101 {
+		t.Fatalf("%d inodes, want 101 (each create once)", got)
+	}
+}

@@ -44,6 +44,17 @@ type Config struct {
 
 	MetricsAddr string // if set, serve /metrics here
 
+	// ServiceIP is the dedicated address of the service ("10.77.0.100/24",
+	// or a loopback address such as 127.0.0.100 in a dev cluster): the
+	// leader adds it to ServiceIface, announces it with gratuitous ARP, and
+	// serves gRPC on it at the port of GRPCAddr. Empty: no service IP.
+	ServiceIP    string
+	ServiceIface string
+	// ServicePort is the port served on the service IP; default the port
+	// of GRPCAddr. (Servers sharing one host, as in `strata dev`, have
+	// different gRPC ports but must agree on this one.)
+	ServicePort int
+
 	// Raft timings. Defaults suit a LAN; tests may shorten them.
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration

@@ -24,6 +24,7 @@ func (s *Server) watchLeadership(ctx context.Context) {
 		case isLeader := <-ch:
 			s.ready.Store(false)
 			if !isLeader {
+				s.releaseServiceIP()
 				s.log.Info("lost leadership")
 				continue
 			}
@@ -33,8 +34,26 @@ func (s *Server) watchLeadership(ctx context.Context) {
 			}
 			s.leaderFrom.Store(time.Now().UnixNano())
 			s.ready.Store(true)
+			s.takeServiceIP()
 			s.log.Info("became leader", "term", s.parts.raft.Stats()["term"])
 		}
+	}
+}
+
+// takeServiceIP makes this leader answer on the service IP. A failure is
+// logged, not fatal: clients also know the servers' own addresses.
+func (s *Server) takeServiceIP() {
+	if s.vip == nil {
+		return
+	}
+	if err := s.vip.acquire(s.grpc); err != nil {
+		s.log.Error("cannot take the service ip", "err", err)
+	}
+}
+
+func (s *Server) releaseServiceIP() {
+	if s.vip != nil {
+		s.vip.release()
 	}
 }
 

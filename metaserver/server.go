@@ -40,6 +40,7 @@ type Server struct {
 
 	ready      atomic.Bool  // leader, and the FSM has caught up with the log
 	leaderFrom atomic.Int64 // unix ns when this server last became leader
+	vip        *serviceIP // nil without a service IP
 	live       *liveness
 	reads      *readBarrier
 	dconns     *dataConns
@@ -69,6 +70,13 @@ func New(cfg Config) (*Server, error) {
 		dconns: newDataConns(),
 	}
 	s.reads = newReadBarrier(s.verifyLeader)
+	if cfg.ServiceIP != "" {
+		vip, err := newServiceIP(cfg.ServiceIP, cfg.ServiceIface, cfg.GRPCAddr, cfg.ServicePort, log)
+		if err != nil {
+			return nil, fmt.Errorf("metaserver: config: %w", err)
+		}
+		s.vip = vip
+	}
 	return s, nil
 }
 
@@ -96,6 +104,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.http = &http.Server{Addr: s.cfg.MetricsAddr, Handler: promhttp.HandlerFor(r, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 	}
 	s.met = newMetrics(reg, s)
+	if s.vip != nil {
+		s.vip.clearStale()
+	}
 	parts, err := s.openRaft(raftLis)
 	if err != nil {
 		raftLis.Close()
@@ -160,6 +171,9 @@ func (s *Server) Close() error {
 			s.cancel()
 		}
 		s.ready.Store(false)
+		if s.vip != nil {
+			s.vip.shutdown()
+		}
 		if s.grpc != nil {
 			stopGRPC(s.grpc, 2*time.Second)
 		}
@@ -189,6 +203,24 @@ func stopGRPC(g *grpc.Server, wait time.Duration) {
 		g.Stop()
 		<-done
 	}
+}
+
+// ServiceAddr is the service IP and port, or "" without a service IP.
+func (s *Server) ServiceAddr() string {
+	if s.vip == nil {
+		return ""
+	}
+	return s.vip.String()
+}
+
+// HoldsServiceIP reports whether this server serves on the service IP.
+func (s *Server) HoldsServiceIP() bool {
+	if s.vip == nil {
+		return false
+	}
+	s.vip.mu.Lock()
+	defer s.vip.mu.Unlock()
+	return s.vip.held
 }
 
 // GRPCAddr is the address clients use.

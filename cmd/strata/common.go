@@ -12,12 +12,14 @@ import (
 // Ports of the dev cluster; the CLI's default metadata addresses point at
 // them, so `strata ls /` works against `make dev` with no flags.
 const (
-	devBasePort = 7400
-	devMetas    = 3
+	devBasePort  = 7400
+	devMetas     = 3
+	devServiceIP = "127.0.0.100"
 )
 
+// defaultMetaAddrs: the dev cluster's service IP, then its servers.
 func defaultMetaAddrs() string {
-	var a []string
+	a := []string{fmt.Sprintf("%s:%d", devServiceIP, devBasePort)}
 	for i := 0; i < devMetas; i++ {
 		a = append(a, fmt.Sprintf("127.0.0.1:%d", devBasePort+i))
 	}

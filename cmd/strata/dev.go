@@ -34,6 +34,7 @@ type devOptions struct {
 	fsync    bool
 	level    string
 	mount    string
+	vip      string
 }
 
 func defaultDevDir() string {
@@ -56,6 +57,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&o.fsync, "fsync", true, "fsync shards before acknowledging writes")
 	fs.StringVar(&o.level, "log-level", envDefault("log-level", "warn"), "debug, info, warn or error")
 	fs.StringVar(&o.mount, "mount", "", "also mount the cluster with FUSE at this directory")
+	fs.StringVar(&o.vip, "service-ip", devServiceIP, "loopback service IP the leader serves on, at --base-port (\"\" for none)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -92,6 +94,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "  mounted at:  %s\n", o.mount)
 	}
 	fmt.Fprintf(stdout, "  metadata:    %s\n", strings.Join(dc.metaAddrs(), ","))
+	if o.vip != "" {
+		fmt.Fprintf(stdout, "  service ip:  %s:%d (held by the leader)\n", o.vip, o.basePort)
+	}
 	fmt.Fprintf(stdout, "  dataservers: %d on 127.0.0.1:%d-%d\n", o.datas, o.basePort+20, o.basePort+20+o.datas-1)
 	fmt.Fprintf(stdout, "  metrics:     http://127.0.0.1:%d/metrics\n", o.basePort+30)
 	fmt.Fprintf(stdout, "try: strata status; strata put FILE /FILE; strata ls /   (Ctrl-C stops the cluster)\n")
@@ -151,6 +156,9 @@ func (d *devCluster) startMeta(ctx context.Context, i int, peers []metaserver.Pe
 	cfg.Peers = peers
 	cfg.Logger = d.log.With("server", cfg.ID)
 	cfg.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"server": cfg.ID}, d.reg)
+	if d.o.vip != "" {
+		cfg.ServiceIP, cfg.ServicePort = d.o.vip, d.o.basePort
+	}
 	srv, err := metaserver.New(cfg)
 	if err != nil {
 		return err

@@ -19,7 +19,7 @@ import (
 func TestDevRestartFindsData(t *testing.T) {
 	dir := t.TempDir()
 	start := func() *devCluster {
-		o := devOptions{dir: dir, basePort: 27400, metas: 3, datas: 6, fsync: true}
+		o := devOptions{dir: dir, basePort: 27400, metas: 3, datas: 6, fsync: true, vip: devServiceIP}
 		dc := &devCluster{o: o, log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}
 		t.Cleanup(dc.stop)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -50,7 +50,8 @@ func TestDevRestartFindsData(t *testing.T) {
 		t.Fatalf("after restart: %d bytes, want %d identical", out.Len(), len(data))
 	}
 	var st bytes.Buffer
-	run(context.Background(), []string{"status", "--meta", meta}, &st, os.Stderr)
+	// Through the service IP alone, which the leader serves on.
+	run(context.Background(), []string{"status", "--meta", devServiceIP + ":27400"}, &st, os.Stderr)
 	if !strings.Contains(st.String(), "6 of 6 dataservers up") {
 		t.Fatalf("status after restart:\n%s", st.String())
 	}

@@ -36,11 +36,13 @@ type cluster struct {
 	client *netns.Host
 	// meta is the --meta flag of the dataserver and the client.
 	meta string
+	// metaFlags are extra flags of every metaserver.
+	metaFlags []string
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T, metaFlags ...string) *cluster {
 	n := netns.New(t, "10.77.0.0/24")
-	c := &cluster{t: t, net: n, bin: netns.StrataBinary(t), dir: t.TempDir(), procs: map[string]*netns.Proc{}}
+	c := &cluster{t: t, net: n, bin: netns.StrataBinary(t), dir: t.TempDir(), procs: map[string]*netns.Proc{}, metaFlags: metaFlags}
 	var peers, addrs []string
 	for i := 1; i <= 3; i++ {
 		h := n.AddHost(fmt.Sprintf("m%d", i))
@@ -62,10 +64,11 @@ func newCluster(t *testing.T) *cluster {
 // startMeta starts (or restarts, on the same directory) the metaserver of
 // host h. Short raft timings keep failovers within a second or two.
 func (c *cluster) startMeta(h *netns.Host, peers string) {
-	c.procs[h.Name] = h.Start(c.bin, "meta", "--id", h.Name, "--dir", filepath.Join(c.dir, h.Name),
+	args := []string{"meta", "--id", h.Name, "--dir", filepath.Join(c.dir, h.Name),
 		"--raft-addr", h.Addr(raftPort), "--grpc-addr", h.Addr(grpcPort), "--peers", peers,
 		"--heartbeat-timeout", "300ms", "--election-timeout", "300ms", "--leader-lease", "150ms",
-		"--dataserver-grace", "2s")
+		"--dataserver-grace", "2s"}
+	c.procs[h.Name] = h.Start(c.bin, append(args, c.metaFlags...)...)
 }
 
 func (c *cluster) host(id string) *netns.Host {

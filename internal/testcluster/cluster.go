@@ -36,6 +36,9 @@ type Options struct {
 	// tests can make voters snapshot and compact their logs early.
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// ServiceIP, when set, is a loopback address (127.x.y.z) that the
+	// leader serves on, at a port the harness picks (Cluster.ServiceAddr).
+	ServiceIP string
 	// Logger receives every server's logs; default: none, or everything
 	// at debug level on stderr when STRATA_TEST_LOG is set.
 	Logger *slog.Logger
@@ -49,6 +52,16 @@ type Cluster struct {
 	Meta []*Meta
 	Data []*Data
 	log  *slog.Logger
+
+	servicePort int
+}
+
+// ServiceAddr is the service IP and port (Options.ServiceIP), or "".
+func (c *Cluster) ServiceAddr() string {
+	if c.opts.ServiceIP == "" {
+		return ""
+	}
+	return net.JoinHostPort(c.opts.ServiceIP, fmt.Sprint(c.servicePort))
 }
 
 // Meta is one metaserver of the cluster.
@@ -136,6 +149,11 @@ func relisten(addr string) (net.Listener, error) {
 
 func (c *Cluster) startMetas() {
 	n := c.opts.Meta
+	if c.opts.ServiceIP != "" {
+		l := listenFree(c.t) // a port no test server of this process uses
+		c.servicePort = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
 	var raftLis, grpcLis []net.Listener
 	var peers []metaserver.Peer
 	for i := 0; i < n; i++ {
@@ -161,6 +179,9 @@ func (c *Cluster) startMetas() {
 		if c.opts.SnapshotThreshold > 0 {
 			cfg.SnapshotThreshold = c.opts.SnapshotThreshold
 			cfg.SnapshotInterval = 100 * time.Millisecond
+		}
+		if c.opts.ServiceIP != "" {
+			cfg.ServiceIP, cfg.ServicePort = c.opts.ServiceIP, c.servicePort
 		}
 		if c.opts.TrailingLogs > 0 {
 			cfg.TrailingLogs = c.opts.TrailingLogs
