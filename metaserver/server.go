@@ -40,7 +40,7 @@ type Server struct {
 
 	ready      atomic.Bool  // leader, and the FSM has caught up with the log
 	leaderFrom atomic.Int64 // unix ns when this server last became leader
-	vip        *serviceIP // nil without a service IP
+	vip        *serviceIP   // nil without a service IP
 	live       *liveness
 	reads      *readBarrier
 	dconns     *dataConns

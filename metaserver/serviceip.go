@@ -40,8 +40,8 @@ type serviceIP struct {
 	held   bool
 	added  bool
 	closed bool // the server is shutting down: never take the ip again
-	lis   net.Listener
-	sw    *netfault.Switch
+	lis    net.Listener
+	sw     *netfault.Switch
 }
 
 // newServiceIP parses "IP" or "IP/len"; iface is required unless the IP is
