@@ -2,17 +2,33 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/strata-hpc/strata/metaserver"
 )
 
 func init() {
-	register(command{name: "meta", summary: "run one metaserver (a raft voter)", run: runMeta})
+	register(command{name: "meta", summary: "run one metaserver (a raft voter); meta members|add|remove change the voters", run: runMeta})
 }
 
 func runMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "members":
+			return runMetaMembers(ctx, args[1:], stdout, stderr)
+		case "add":
+			return runMetaAdd(ctx, args[1:], stdout, stderr)
+		case "remove":
+			return runMetaRemove(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return runMetaServer(ctx, args, stdout, stderr)
+}
+
+func runMetaServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("meta", stderr)
 	cfg := metaserver.DefaultConfig()
 	fs.StringVar(&cfg.ID, "id", envDefault("meta-id", ""), "raft server id, unique in the cluster (required)")
@@ -68,4 +84,68 @@ func parsePeers(s string) ([]metaserver.Peer, error) {
 		out = append(out, metaserver.Peer{ID: id, RaftAddr: addr})
 	}
 	return out, nil
+}
+
+func runMetaMembers(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("meta members", stderr)
+	cf := addClientFlags(fs)
+	if err := parse(fs, args, 0, 0, "meta members [--meta ADDRS]"); err != nil {
+		return err
+	}
+	c, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	st, err := c.ClusterStatus(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRAFT\tGRPC\tROLE")
+	for _, m := range st.Members {
+		role := "follower"
+		if m.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Id, m.RaftAddr, m.GrpcAddr, role)
+	}
+	return tw.Flush()
+}
+
+func runMetaAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("meta add", stderr)
+	cf := addClientFlags(fs)
+	id := fs.String("id", "", "raft id of the new voter (required)")
+	raftAddr := fs.String("raft-addr", "", "its raft address (required)")
+	if err := parse(fs, args, 0, 0, "meta add --id ID --raft-addr HOST:PORT (start the new server first, with an empty --dir and no --peers)"); err != nil {
+		return err
+	}
+	if *id == "" || *raftAddr == "" {
+		return usageErr("--id and --raft-addr are required")
+	}
+	c, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.AddMember(ctx, *id, *raftAddr)
+}
+
+func runMetaRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("meta remove", stderr)
+	cf := addClientFlags(fs)
+	id := fs.String("id", "", "raft id of the voter to remove (required)")
+	if err := parse(fs, args, 0, 0, "meta remove --id ID"); err != nil {
+		return err
+	}
+	if *id == "" {
+		return usageErr("--id is required")
+	}
+	c, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.RemoveMember(ctx, *id)
 }

@@ -238,6 +238,33 @@ func (c *Cluster) startMeta(i int, raftLis, grpcLis net.Listener) {
 	m.Srv = srv
 }
 
+// AddMeta starts a new, empty metaserver that is not a voter yet (no
+// peers: it waits to be added with AddMember) and returns its index.
+func (c *Cluster) AddMeta(id string) int {
+	c.t.Helper()
+	cfg := c.Meta[0].Cfg
+	cfg.ID = id
+	cfg.Dir = filepath.Join(c.Dir, id)
+	cfg.Peers = nil
+	raftLis, grpcLis := listenFree(c.t), listenFree(c.t)
+	cfg.RaftAddr, cfg.GRPCAddr = raftLis.Addr().String(), grpcLis.Addr().String()
+	cfg.Logger = c.log.With("member", id)
+	m := &Meta{Cfg: cfg, Switch: netfault.New()}
+	m.Cfg.Net = m.Switch
+	c.Meta = append(c.Meta, m)
+	c.startMeta(len(c.Meta)-1, raftLis, grpcLis)
+	return len(c.Meta) - 1
+}
+
+// WipeMeta kills metaserver i and deletes its disk state.
+func (c *Cluster) WipeMeta(i int) {
+	c.t.Helper()
+	c.KillMeta(i)
+	if err := os.RemoveAll(c.Meta[i].Cfg.Dir); err != nil {
+		c.t.Fatalf("testcluster: wipe meta %d: %v", i, err)
+	}
+}
+
 // KillMeta stops metaserver i abruptly (its disk state stays).
 func (c *Cluster) KillMeta(i int) {
 	if m := c.Meta[i]; m.Srv != nil {

@@ -4036,6 +4036,175 @@ func (x *BatchResponse) GetResults() []*BatchResult {
 	return nil
 }
 
+// Membership changes of the raft voters, through the leader.
+type AddMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // raft server id of the new voter
+	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"` // its raft address
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberRequest) Reset() {
+	*x = AddMemberRequest{}
+	mi := &file_stratapb_meta_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberRequest) ProtoMessage() {}
+
+func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
+func (*AddMemberRequest) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *AddMemberRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AddMemberRequest) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+type AddMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberResponse) Reset() {
+	*x = AddMemberResponse{}
+	mi := &file_stratapb_meta_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberResponse) ProtoMessage() {}
+
+func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
+func (*AddMemberResponse) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{61}
+}
+
+type RemoveMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_stratapb_meta_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *RemoveMemberRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_stratapb_meta_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_meta_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_stratapb_meta_proto_rawDescGZIP(), []int{63}
+}
+
 var File_stratapb_meta_proto protoreflect.FileDescriptor
 
 const file_stratapb_meta_proto_rawDesc = "" +
@@ -4345,7 +4514,14 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x05errno\x18\x02 \x01(\x05R\x05errno\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"A\n" +
 	"\rBatchResponse\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.strata.v1.BatchResultR\aresults*N\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.strata.v1.BatchResultR\aresults\"?\n" +
+	"\x10AddMemberRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\x13\n" +
+	"\x11AddMemberResponse\"%\n" +
+	"\x13RemoveMemberRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
+	"\x14RemoveMemberResponse*N\n" +
 	"\bFileType\x12\x19\n" +
 	"\x15FILE_TYPE_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aREGULAR\x10\x01\x12\r\n" +
@@ -4364,8 +4540,10 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\fSETATTR_SIZE\x10\b\x12\x11\n" +
 	"\rSETATTR_ATIME\x10\x10\x12\x11\n" +
 	"\rSETATTR_MTIME\x10 \x12\x12\n" +
-	"\x0eSETATTR_POLICY\x10@2\xae\r\n" +
-	"\x04Meta\x12:\n" +
+	"\x0eSETATTR_POLICY\x10@2\xc7\x0e\n" +
+	"\x04Meta\x12F\n" +
+	"\tAddMember\x12\x1b.strata.v1.AddMemberRequest\x1a\x1c.strata.v1.AddMemberResponse\x12O\n" +
+	"\fRemoveMember\x12\x1e.strata.v1.RemoveMemberRequest\x1a\x1f.strata.v1.RemoveMemberResponse\x12:\n" +
 	"\x05Batch\x12\x17.strata.v1.BatchRequest\x1a\x18.strata.v1.BatchResponse\x12=\n" +
 	"\x06Lookup\x12\x18.strata.v1.LookupRequest\x1a\x19.strata.v1.LookupResponse\x12@\n" +
 	"\aGetAttr\x12\x19.strata.v1.GetAttrRequest\x1a\x1a.strata.v1.GetAttrResponse\x12@\n" +
@@ -4404,7 +4582,7 @@ func file_stratapb_meta_proto_rawDescGZIP() []byte {
 }
 
 var file_stratapb_meta_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_stratapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_stratapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_stratapb_meta_proto_goTypes = []any{
 	(FileType)(0),                      // 0: strata.v1.FileType
 	(Scheme)(0),                        // 1: strata.v1.Scheme
@@ -4469,10 +4647,14 @@ var file_stratapb_meta_proto_goTypes = []any{
 	(*BatchRequest)(nil),               // 60: strata.v1.BatchRequest
 	(*BatchResult)(nil),                // 61: strata.v1.BatchResult
 	(*BatchResponse)(nil),              // 62: strata.v1.BatchResponse
-	nil,                                // 63: strata.v1.AllocateChunksResponse.ServerAddrsEntry
-	nil,                                // 64: strata.v1.GetChunksResponse.ServerAddrsEntry
-	nil,                                // 65: strata.v1.RegisterDataServerRequest.LabelsEntry
-	nil,                                // 66: strata.v1.DataServerStatus.LabelsEntry
+	(*AddMemberRequest)(nil),           // 63: strata.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 64: strata.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 65: strata.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 66: strata.v1.RemoveMemberResponse
+	nil,                                // 67: strata.v1.AllocateChunksResponse.ServerAddrsEntry
+	nil,                                // 68: strata.v1.GetChunksResponse.ServerAddrsEntry
+	nil,                                // 69: strata.v1.RegisterDataServerRequest.LabelsEntry
+	nil,                                // 70: strata.v1.DataServerStatus.LabelsEntry
 }
 var file_stratapb_meta_proto_depIdxs = []int32{
 	0,  // 0: strata.v1.Attr.type:type_name -> strata.v1.FileType
@@ -4510,7 +4692,7 @@ var file_stratapb_meta_proto_depIdxs = []int32{
 	1,  // 32: strata.v1.Allocation.scheme:type_name -> strata.v1.Scheme
 	3,  // 33: strata.v1.AllocateChunksRequest.header:type_name -> strata.v1.RequestHeader
 	39, // 34: strata.v1.AllocateChunksResponse.allocations:type_name -> strata.v1.Allocation
-	63, // 35: strata.v1.AllocateChunksResponse.server_addrs:type_name -> strata.v1.AllocateChunksResponse.ServerAddrsEntry
+	67, // 35: strata.v1.AllocateChunksResponse.server_addrs:type_name -> strata.v1.AllocateChunksResponse.ServerAddrsEntry
 	7,  // 36: strata.v1.ChunkCommit.chunk:type_name -> strata.v1.Chunk
 	3,  // 37: strata.v1.CommitChunksRequest.header:type_name -> strata.v1.RequestHeader
 	42, // 38: strata.v1.CommitChunksRequest.chunks:type_name -> strata.v1.ChunkCommit
@@ -4518,11 +4700,11 @@ var file_stratapb_meta_proto_depIdxs = []int32{
 	3,  // 40: strata.v1.GetChunksRequest.header:type_name -> strata.v1.RequestHeader
 	6,  // 41: strata.v1.GetChunksResponse.attr:type_name -> strata.v1.Attr
 	7,  // 42: strata.v1.GetChunksResponse.chunks:type_name -> strata.v1.Chunk
-	64, // 43: strata.v1.GetChunksResponse.server_addrs:type_name -> strata.v1.GetChunksResponse.ServerAddrsEntry
+	68, // 43: strata.v1.GetChunksResponse.server_addrs:type_name -> strata.v1.GetChunksResponse.ServerAddrsEntry
 	3,  // 44: strata.v1.ReportBadShardRequest.header:type_name -> strata.v1.RequestHeader
-	65, // 45: strata.v1.RegisterDataServerRequest.labels:type_name -> strata.v1.RegisterDataServerRequest.LabelsEntry
+	69, // 45: strata.v1.RegisterDataServerRequest.labels:type_name -> strata.v1.RegisterDataServerRequest.LabelsEntry
 	3,  // 46: strata.v1.ClusterStatusRequest.header:type_name -> strata.v1.RequestHeader
-	66, // 47: strata.v1.DataServerStatus.labels:type_name -> strata.v1.DataServerStatus.LabelsEntry
+	70, // 47: strata.v1.DataServerStatus.labels:type_name -> strata.v1.DataServerStatus.LabelsEntry
 	56, // 48: strata.v1.ClusterStatusResponse.members:type_name -> strata.v1.MetaMember
 	57, // 49: strata.v1.ClusterStatusResponse.dataservers:type_name -> strata.v1.DataServerStatus
 	9,  // 50: strata.v1.BatchOp.lookup:type_name -> strata.v1.LookupRequest
@@ -4531,56 +4713,60 @@ var file_stratapb_meta_proto_depIdxs = []int32{
 	59, // 53: strata.v1.BatchRequest.ops:type_name -> strata.v1.BatchOp
 	6,  // 54: strata.v1.BatchResult.attr:type_name -> strata.v1.Attr
 	61, // 55: strata.v1.BatchResponse.results:type_name -> strata.v1.BatchResult
-	60, // 56: strata.v1.Meta.Batch:input_type -> strata.v1.BatchRequest
-	9,  // 57: strata.v1.Meta.Lookup:input_type -> strata.v1.LookupRequest
-	11, // 58: strata.v1.Meta.GetAttr:input_type -> strata.v1.GetAttrRequest
-	13, // 59: strata.v1.Meta.SetAttr:input_type -> strata.v1.SetAttrRequest
-	15, // 60: strata.v1.Meta.Mkdir:input_type -> strata.v1.MkdirRequest
-	17, // 61: strata.v1.Meta.Create:input_type -> strata.v1.CreateRequest
-	19, // 62: strata.v1.Meta.Unlink:input_type -> strata.v1.UnlinkRequest
-	21, // 63: strata.v1.Meta.Rmdir:input_type -> strata.v1.RmdirRequest
-	23, // 64: strata.v1.Meta.Rename:input_type -> strata.v1.RenameRequest
-	25, // 65: strata.v1.Meta.ReadDir:input_type -> strata.v1.ReadDirRequest
-	27, // 66: strata.v1.Meta.Symlink:input_type -> strata.v1.SymlinkRequest
-	29, // 67: strata.v1.Meta.Link:input_type -> strata.v1.LinkRequest
-	31, // 68: strata.v1.Meta.GetXattr:input_type -> strata.v1.GetXattrRequest
-	33, // 69: strata.v1.Meta.SetXattr:input_type -> strata.v1.SetXattrRequest
-	35, // 70: strata.v1.Meta.ListXattr:input_type -> strata.v1.ListXattrRequest
-	37, // 71: strata.v1.Meta.RemoveXattr:input_type -> strata.v1.RemoveXattrRequest
-	40, // 72: strata.v1.Meta.AllocateChunks:input_type -> strata.v1.AllocateChunksRequest
-	43, // 73: strata.v1.Meta.CommitChunks:input_type -> strata.v1.CommitChunksRequest
-	45, // 74: strata.v1.Meta.GetChunks:input_type -> strata.v1.GetChunksRequest
-	47, // 75: strata.v1.Meta.ReportBadShard:input_type -> strata.v1.ReportBadShardRequest
-	49, // 76: strata.v1.Meta.RegisterDataServer:input_type -> strata.v1.RegisterDataServerRequest
-	51, // 77: strata.v1.Meta.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	53, // 78: strata.v1.Meta.RegisterMeta:input_type -> strata.v1.RegisterMetaRequest
-	55, // 79: strata.v1.Meta.ClusterStatus:input_type -> strata.v1.ClusterStatusRequest
-	62, // 80: strata.v1.Meta.Batch:output_type -> strata.v1.BatchResponse
-	10, // 81: strata.v1.Meta.Lookup:output_type -> strata.v1.LookupResponse
-	12, // 82: strata.v1.Meta.GetAttr:output_type -> strata.v1.GetAttrResponse
-	14, // 83: strata.v1.Meta.SetAttr:output_type -> strata.v1.SetAttrResponse
-	16, // 84: strata.v1.Meta.Mkdir:output_type -> strata.v1.MkdirResponse
-	18, // 85: strata.v1.Meta.Create:output_type -> strata.v1.CreateResponse
-	20, // 86: strata.v1.Meta.Unlink:output_type -> strata.v1.UnlinkResponse
-	22, // 87: strata.v1.Meta.Rmdir:output_type -> strata.v1.RmdirResponse
-	24, // 88: strata.v1.Meta.Rename:output_type -> strata.v1.RenameResponse
-	26, // 89: strata.v1.Meta.ReadDir:output_type -> strata.v1.ReadDirResponse
-	28, // 90: strata.v1.Meta.Symlink:output_type -> strata.v1.SymlinkResponse
-	30, // 91: strata.v1.Meta.Link:output_type -> strata.v1.LinkResponse
-	32, // 92: strata.v1.Meta.GetXattr:output_type -> strata.v1.GetXattrResponse
-	34, // 93: strata.v1.Meta.SetXattr:output_type -> strata.v1.SetXattrResponse
-	36, // 94: strata.v1.Meta.ListXattr:output_type -> strata.v1.ListXattrResponse
-	38, // 95: strata.v1.Meta.RemoveXattr:output_type -> strata.v1.RemoveXattrResponse
-	41, // 96: strata.v1.Meta.AllocateChunks:output_type -> strata.v1.AllocateChunksResponse
-	44, // 97: strata.v1.Meta.CommitChunks:output_type -> strata.v1.CommitChunksResponse
-	46, // 98: strata.v1.Meta.GetChunks:output_type -> strata.v1.GetChunksResponse
-	48, // 99: strata.v1.Meta.ReportBadShard:output_type -> strata.v1.ReportBadShardResponse
-	50, // 100: strata.v1.Meta.RegisterDataServer:output_type -> strata.v1.RegisterDataServerResponse
-	52, // 101: strata.v1.Meta.Heartbeat:output_type -> strata.v1.HeartbeatResponse
-	54, // 102: strata.v1.Meta.RegisterMeta:output_type -> strata.v1.RegisterMetaResponse
-	58, // 103: strata.v1.Meta.ClusterStatus:output_type -> strata.v1.ClusterStatusResponse
-	80, // [80:104] is the sub-list for method output_type
-	56, // [56:80] is the sub-list for method input_type
+	63, // 56: strata.v1.Meta.AddMember:input_type -> strata.v1.AddMemberRequest
+	65, // 57: strata.v1.Meta.RemoveMember:input_type -> strata.v1.RemoveMemberRequest
+	60, // 58: strata.v1.Meta.Batch:input_type -> strata.v1.BatchRequest
+	9,  // 59: strata.v1.Meta.Lookup:input_type -> strata.v1.LookupRequest
+	11, // 60: strata.v1.Meta.GetAttr:input_type -> strata.v1.GetAttrRequest
+	13, // 61: strata.v1.Meta.SetAttr:input_type -> strata.v1.SetAttrRequest
+	15, // 62: strata.v1.Meta.Mkdir:input_type -> strata.v1.MkdirRequest
+	17, // 63: strata.v1.Meta.Create:input_type -> strata.v1.CreateRequest
+	19, // 64: strata.v1.Meta.Unlink:input_type -> strata.v1.UnlinkRequest
+	21, // 65: strata.v1.Meta.Rmdir:input_type -> strata.v1.RmdirRequest
+	23, // 66: strata.v1.Meta.Rename:input_type -> strata.v1.RenameRequest
+	25, // 67: strata.v1.Meta.ReadDir:input_type -> strata.v1.ReadDirRequest
+	27, // 68: strata.v1.Meta.Symlink:input_type -> strata.v1.SymlinkRequest
+	29, // 69: strata.v1.Meta.Link:input_type -> strata.v1.LinkRequest
+	31, // 70: strata.v1.Meta.GetXattr:input_type -> strata.v1.GetXattrRequest
+	33, // 71: strata.v1.Meta.SetXattr:input_type -> strata.v1.SetXattrRequest
+	35, // 72: strata.v1.Meta.ListXattr:input_type -> strata.v1.ListXattrRequest
+	37, // 73: strata.v1.Meta.RemoveXattr:input_type -> strata.v1.RemoveXattrRequest
+	40, // 74: strata.v1.Meta.AllocateChunks:input_type -> strata.v1.AllocateChunksRequest
+	43, // 75: strata.v1.Meta.CommitChunks:input_type -> strata.v1.CommitChunksRequest
+	45, // 76: strata.v1.Meta.GetChunks:input_type -> strata.v1.GetChunksRequest
+	47, // 77: strata.v1.Meta.ReportBadShard:input_type -> strata.v1.ReportBadShardRequest
+	49, // 78: strata.v1.Meta.RegisterDataServer:input_type -> strata.v1.RegisterDataServerRequest
+	51, // 79: strata.v1.Meta.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	53, // 80: strata.v1.Meta.RegisterMeta:input_type -> strata.v1.RegisterMetaRequest
+	55, // 81: strata.v1.Meta.ClusterStatus:input_type -> strata.v1.ClusterStatusRequest
+	64, // 82: strata.v1.Meta.AddMember:output_type -> strata.v1.AddMemberResponse
+	66, // 83: strata.v1.Meta.RemoveMember:output_type -> strata.v1.RemoveMemberResponse
+	62, // 84: strata.v1.Meta.Batch:output_type -> strata.v1.BatchResponse
+	10, // 85: strata.v1.Meta.Lookup:output_type -> strata.v1.LookupResponse
+	12, // 86: strata.v1.Meta.GetAttr:output_type -> strata.v1.GetAttrResponse
+	14, // 87: strata.v1.Meta.SetAttr:output_type -> strata.v1.SetAttrResponse
+	16, // 88: strata.v1.Meta.Mkdir:output_type -> strata.v1.MkdirResponse
+	18, // 89: strata.v1.Meta.Create:output_type -> strata.v1.CreateResponse
+	20, // 90: strata.v1.Meta.Unlink:output_type -> strata.v1.UnlinkResponse
+	22, // 91: strata.v1.Meta.Rmdir:output_type -> strata.v1.RmdirResponse
+	24, // 92: strata.v1.Meta.Rename:output_type -> strata.v1.RenameResponse
+	26, // 93: strata.v1.Meta.ReadDir:output_type -> strata.v1.ReadDirResponse
+	28, // 94: strata.v1.Meta.Symlink:output_type -> strata.v1.SymlinkResponse
+	30, // 95: strata.v1.Meta.Link:output_type -> strata.v1.LinkResponse
+	32, // 96: strata.v1.Meta.GetXattr:output_type -> strata.v1.GetXattrResponse
+	34, // 97: strata.v1.Meta.SetXattr:output_type -> strata.v1.SetXattrResponse
+	36, // 98: strata.v1.Meta.ListXattr:output_type -> strata.v1.ListXattrResponse
+	38, // 99: strata.v1.Meta.RemoveXattr:output_type -> strata.v1.RemoveXattrResponse
+	41, // 100: strata.v1.Meta.AllocateChunks:output_type -> strata.v1.AllocateChunksResponse
+	44, // 101: strata.v1.Meta.CommitChunks:output_type -> strata.v1.CommitChunksResponse
+	46, // 102: strata.v1.Meta.GetChunks:output_type -> strata.v1.GetChunksResponse
+	48, // 103: strata.v1.Meta.ReportBadShard:output_type -> strata.v1.ReportBadShardResponse
+	50, // 104: strata.v1.Meta.RegisterDataServer:output_type -> strata.v1.RegisterDataServerResponse
+	52, // 105: strata.v1.Meta.Heartbeat:output_type -> strata.v1.HeartbeatResponse
+	54, // 106: strata.v1.Meta.RegisterMeta:output_type -> strata.v1.RegisterMetaResponse
+	58, // 107: strata.v1.Meta.ClusterStatus:output_type -> strata.v1.ClusterStatusResponse
+	82, // [82:108] is the sub-list for method output_type
+	56, // [56:82] is the sub-list for method input_type
 	56, // [56:56] is the sub-list for extension type_name
 	56, // [56:56] is the sub-list for extension extendee
 	0,  // [0:56] is the sub-list for field type_name
@@ -4601,7 +4787,7 @@ func file_stratapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stratapb_meta_proto_rawDesc), len(file_stratapb_meta_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   64,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

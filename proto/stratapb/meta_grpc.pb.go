@@ -23,6 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	Meta_AddMember_FullMethodName          = "/strata.v1.Meta/AddMember"
+	Meta_RemoveMember_FullMethodName       = "/strata.v1.Meta/RemoveMember"
 	Meta_Batch_FullMethodName              = "/strata.v1.Meta/Batch"
 	Meta_Lookup_FullMethodName             = "/strata.v1.Meta/Lookup"
 	Meta_GetAttr_FullMethodName            = "/strata.v1.Meta/GetAttr"
@@ -53,6 +55,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type MetaClient interface {
+	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
+	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	GetAttr(ctx context.Context, in *GetAttrRequest, opts ...grpc.CallOption) (*GetAttrResponse, error)
@@ -85,6 +89,26 @@ type metaClient struct {
 
 func NewMetaClient(cc grpc.ClientConnInterface) MetaClient {
 	return &metaClient{cc}
+}
+
+func (c *metaClient) AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddMemberResponse)
+	err := c.cc.Invoke(ctx, Meta_AddMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveMemberResponse)
+	err := c.cc.Invoke(ctx, Meta_RemoveMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *metaClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error) {
@@ -331,6 +355,8 @@ func (c *metaClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
 type MetaServer interface {
+	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
+	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	GetAttr(context.Context, *GetAttrRequest) (*GetAttrResponse, error)
@@ -365,6 +391,12 @@ type MetaServer interface {
 // pointer dereference when methods are called.
 type UnimplementedMetaServer struct{}
 
+func (UnimplementedMetaServer) AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddMember not implemented")
+}
+func (UnimplementedMetaServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
 func (UnimplementedMetaServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
 }
@@ -456,6 +488,42 @@ func RegisterMetaServer(s grpc.ServiceRegistrar, srv MetaServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Meta_ServiceDesc, srv)
+}
+
+func _Meta_AddMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).AddMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_AddMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).AddMember(ctx, req.(*AddMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Meta_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).RemoveMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_RemoveMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).RemoveMember(ctx, req.(*RemoveMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -897,6 +965,14 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "strata.v1.Meta",
 	HandlerType: (*MetaServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "AddMember",
+			Handler:    _Meta_AddMember_Handler,
+		},
+		{
+			MethodName: "RemoveMember",
+			Handler:    _Meta_RemoveMember_Handler,
+		},
 		{
 			MethodName: "Batch",
 			Handler:    _Meta_Batch_Handler,
