@@ -2,6 +2,7 @@ package metaserver
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +52,38 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		gauge("applied_index", "Last raft index applied to the FSM.", func() float64 { return float64(s.fsm.AppliedIndex()) }),
 		gauge("refused_entries", "Raft entries refused (unknown version/type).", func() float64 { return float64(s.fsm.refused.Load()) }),
 	)
+	for _, name := range []string{"term", "commit_index", "last_log_index", "last_snapshot_index", "num_peers"} {
+		reg.MustRegister(gauge("raft_"+name, "Raft's "+name+".", s.raftStat(name)))
+	}
+	reg.MustRegister(
+		gauge("raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 {
+			if s.parts == nil {
+				return 3
+			}
+			return float64(s.parts.raft.State())
+		}),
+		gauge("raft_last_contact_seconds", "Time since this follower last heard from the leader (0 on the leader).", func() float64 {
+			if s.parts == nil {
+				return 0
+			}
+			if d := time.Since(s.parts.raft.LastContact()); s.parts.raft.State() != raftLeader && !s.parts.raft.LastContact().IsZero() {
+				return d.Seconds()
+			}
+			return 0
+		}),
+	)
 	return m
+}
+
+// raftStat reads one numeric field of raft.Stats().
+func (s *Server) raftStat(name string) func() float64 {
+	return func() float64 {
+		if s.parts == nil {
+			return 0
+		}
+		v, _ := strconv.ParseFloat(s.parts.raft.Stats()[name], 64)
+		return v
+	}
 }
 
 func (m *metrics) interceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
