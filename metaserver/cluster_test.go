@@ -396,3 +396,56 @@ func TestReplaceVoterWithWipedDisk(t *testing.T) {
 		t.Fatalf("removing an unknown member: %v", err)
 	}
 }
+
+// TestFiveVotersLoseTwoThenThree: with 5 voters, losing any 2 leaves a
+// working quorum; losing 3 stalls clients (no errors, no wrong answers)
+// until one returns, and then the stalled call completes exactly once.
+func TestFiveVotersLoseTwoThenThree(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Meta: 5})
+	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{RetryBudget: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	for i := 0; i < 20; i++ {
+		if _, err := createOne(mc, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := c.WaitLeader()
+	c.KillMeta(l)              // the leader ...
+	c.KillMeta((l + 1) % 5)    // ... and a follower, at once
+	for i := 20; i < 40; i++ { // 3 of 5 left: still a quorum
+		if _, err := createOne(mc, i); err != nil {
+			t.Fatalf("with 2 of 5 voters down: %v", err)
+		}
+	}
+	third := c.WaitLeader()
+	c.KillMeta(third) // 2 of 5 left: no quorum
+	stalled := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := createOne(mc, 40)
+		stalled <- err
+	}()
+	select {
+	case err := <-stalled:
+		t.Fatalf("a create without quorum returned after %v: %v", time.Since(start), err)
+	case <-time.After(3 * time.Second): // stalled, as it should
+	}
+	c.RestartMeta(third)
+	select {
+	case err := <-stalled:
+		if err != nil {
+			t.Fatalf("stalled create failed after the quorum returned: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("stalled create did not resume after the quorum returned")
+	}
+	c.RestartMeta(l)
+	c.RestartMeta((l + 1) % 5)
+	waitConverged(t, c)
+	if got := c.Meta[c.WaitLeader()].Srv.Stats().Inodes; got != 42 {
+		t.Fatalf("%d inodes, want 42 (41 creates, each once, plus the root)", got)
+	}
+}
