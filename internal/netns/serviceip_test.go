@@ -82,8 +82,9 @@ func (c *cluster) onlyHolder(id string) {
 
 // TestServiceIP: the leader holds the dedicated IP on its eth0 and
 // announces it by gratuitous ARP; a client that knows only that IP follows
-// the leader across a kill and a partition, and a partitioned old leader
-// gives the IP up once its lease lapses.
+// the leader across a kill, a partition and a hang (SIGSTOP); a partitioned
+// old leader gives the IP up once its lease lapses, a hung one as soon as
+// it runs again.
 func TestServiceIP(t *testing.T) {
 	c := newCluster(t, "--service-ip", serviceIP+"/24", "--service-iface", "eth0")
 	c.meta = serviceIP + ":7400" // the client knows nothing else
@@ -130,4 +131,18 @@ func TestServiceIP(t *testing.T) {
 	c.net.Heal(c.host(next))
 	c.get("/via-service-ip", f1)
 	c.get("/during-partition", f2)
+
+	// A hung leader (SIGSTOP): the others elect a leader that takes the
+	// IP; once the hung one runs again it learns it lost, and drops it.
+	hung := st.leader
+	c.procs[hung].Pause()
+	st = c.waitStatus("a leader other than the hung "+hung, 20*time.Second, func(st status) bool {
+		return st.leader != "" && st.leader != hung
+	})
+	f3 := c.put("/while-hung", 100<<10)
+	c.procs[hung].Resume()
+	c.onlyHolder(st.leader)
+	c.get("/via-service-ip", f1)
+	c.get("/during-partition", f2)
+	c.get("/while-hung", f3)
 }
