@@ -37,9 +37,17 @@ type Config struct {
 	Logger *slog.Logger
 	// ShardTimeout bounds one shard RPC to one dataserver. Default 30s.
 	ShardTimeout time.Duration
+	// StaleReads lets any metaserver answer reads from its own state, which
+	// may lag the leader's (tools that ask one server what it has applied).
+	StaleReads bool
 	// MaxInflightChunks is how many chunks one stream (Put, Get, ReadAt,
 	// WriteAt) encodes, uploads or fetches at once. Default 4.
 	MaxInflightChunks int
+	// CacheDir holds the local on-disk chunk cache, which every client of
+	// the node may share; "" means no cache. CacheBytes bounds it
+	// (default DefaultCacheBytes). See chunkcache.go.
+	CacheDir   string
+	CacheBytes int64
 }
 
 const (
@@ -64,6 +72,7 @@ type Client struct {
 	clientID   string
 	nextReq    atomic.Uint64
 	chunkSizes chunkSizeCache
+	cache      *chunkCache // nil without Config.CacheDir
 	closeOnce  sync.Once
 }
 
@@ -88,6 +97,10 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	id, err := randomID()
+	var cache *chunkCache
+	if err == nil && cfg.CacheDir != "" {
+		cache, err = openChunkCache(cfg.CacheDir, cfg.CacheBytes, log)
+	}
 	if err != nil {
 		meta.Close()
 		return nil, err
@@ -98,6 +111,7 @@ func New(cfg Config) (*Client, error) {
 		meta:     meta,
 		data:     newDataConns(),
 		clientID: id,
+		cache:    cache,
 	}
 	c.reports = newBadShardReporter(c)
 	c.reads.c = c
@@ -135,6 +149,7 @@ func (c *Client) NewHeader() *stratapb.RequestHeader {
 		ClientId:  c.clientID,
 		RequestId: c.nextReq.Add(1),
 		Tenant:    c.cfg.Tenant,
+		StaleOk:   c.cfg.StaleReads,
 	}
 }
 

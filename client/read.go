@@ -74,13 +74,40 @@ func (c *Client) readChunkPart(ctx context.Context, ref chunkRef, off int, dst [
 }
 
 // readChunk fills dst with bytes [off, off+len(dst)) of the chunk, which
-// must lie inside its data. A read of the whole chunk is checked against
-// the chunk's CRC32C.
+// must lie inside its data: from the local chunk cache when it holds the
+// chunk, else from the dataservers. A whole chunk fetched goes into the
+// cache.
 func (c *Client) readChunk(ctx context.Context, ref chunkRef, off int, dst []byte) error {
 	l, err := chunkLayout(ref.ch)
 	if err != nil {
 		return fmt.Errorf("client: inode %d: inconsistent chunk metadata: %v: %w", ref.ino, err, syscall.EIO)
 	}
+	if c.cache == nil {
+		return c.fetchChunk(ctx, ref, l, off, dst)
+	}
+	k := keyOf(ref.ch)
+	if c.cache.get(k, dst, off, c.scratch) {
+		return nil
+	}
+	if err := c.fetchChunk(ctx, ref, l, off, dst); err != nil {
+		return err
+	}
+	if off == 0 && len(dst) == l.size {
+		c.cache.put(k, dst)
+	}
+	return nil
+}
+
+// scratch lends a pooled buffer of n bytes.
+func (c *Client) scratch(n int) (*[]byte, func()) {
+	b := c.bufs.get(n)
+	return b, func() { c.bufs.put(b) }
+}
+
+// fetchChunk reads bytes [off, off+len(dst)) of the chunk from the
+// dataservers. A read of the whole chunk is checked against the chunk's
+// CRC32C.
+func (c *Client) fetchChunk(ctx context.Context, ref chunkRef, l layout, off int, dst []byte) error {
 	whole := off == 0 && len(dst) == l.size && l.verifiable
 	if l.scheme == stratapb.Scheme_REPLICATED {
 		return c.readReplicated(ctx, ref, off, dst, whole)

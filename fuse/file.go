@@ -2,9 +2,7 @@ package fuse
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -30,20 +28,6 @@ var (
 	_ fs.FileFsyncer  = (*handle)(nil)
 	_ fs.FileReleaser = (*handle)(nil)
 )
-
-// reader reads a file for one handle. It is where sequential-access
-// detection, readahead and a local chunk cache will keep their state.
-type reader struct {
-	n *node
-}
-
-func (r *reader) read(ctx context.Context, dest []byte, off int64) (int, error) {
-	cnt, err := r.n.m.cl.ReadAt(ctx, r.n.ino(), dest, off)
-	if errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return cnt, err
-}
 
 // Open starts close-to-open consistency: it asks the metadata service for
 // the file's attributes (another mount may have written and closed it),
@@ -166,6 +150,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	h.rd.close()
 	err := n.flushLocked(ctx, false)
 	n.opens--
 	if n.opens == 0 {

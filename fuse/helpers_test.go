@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,9 +22,13 @@ import (
 // TestMain fails the run if any test left a Strata mount behind: a stale
 // FUSE mount breaks every later test (and the machine's df) until someone
 // unmounts it by hand.
+// ourMounts holds the mount points this test process made: the leftover
+// check must not touch mounts of other test binaries running beside it.
+var ourMounts sync.Map
+
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if left := strataMounts(); len(left) > 0 {
+	if left := ourLeftovers(); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: strata mounts left behind: %v\n", left)
 		for _, mp := range left {
 			exec.Command("fusermount3", "-uz", mp).Run() // don't poison the next run
@@ -31,6 +36,17 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	os.Exit(code)
+}
+
+// ourLeftovers lists the mounts this process made that are still mounted.
+func ourLeftovers() []string {
+	var out []string
+	for _, mp := range strataMounts() {
+		if _, ok := ourMounts.Load(mp); ok {
+			out = append(out, mp)
+		}
+	}
+	return out
 }
 
 // strataMounts lists the mount points of Strata FUSE mounts.
@@ -127,6 +143,7 @@ func mount(t *testing.T, c *testcluster.Cluster, opts *Options) string {
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
+	ourMounts.Store(fsys.Mountpoint(), true)
 	t.Cleanup(func() { unmount(t, fsys) })
 	return mp
 }

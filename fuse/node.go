@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -40,6 +41,9 @@ type node struct {
 	shownSize, openSize   uint64
 	shownMtime, openMtime int64
 	shown, opened         bool
+	// gen counts changes this mount made to the file's data (writes sent,
+	// truncates): a handle's readahead drops chunks fetched before one.
+	gen atomic.Uint64
 }
 
 var (
@@ -185,6 +189,7 @@ func (n *node) setAttr(ctx context.Context, sa client.SetAttrIn) (*stratapb.Attr
 		return nil, err
 	}
 	a, err := n.m.cl.SetAttr(ctx, n.ino(), sa)
+	n.gen.Add(1)
 	if err == nil {
 		n.size = a.GetSize()
 	}

@@ -147,7 +147,12 @@ func (n *node) sendRanges(ctx context.Context, idxs []uint64) error {
 			run++
 		}
 		off, data := n.joinRun(idxs[:run])
-		if _, err := n.m.cl.WriteAt(ctx, n.ino(), data, off); err != nil && firstErr == nil {
+		_, err := n.m.cl.WriteAt(ctx, n.ino(), data, off)
+		// After the write, so that a prefetch that saw the old data is
+		// older than the new generation (a failed write may have
+		// committed some chunks too).
+		n.gen.Add(1)
+		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 		idxs = idxs[run:]

@@ -68,8 +68,10 @@ type Config struct {
 	// alive.
 	DataServerGrace time.Duration
 	// GCInterval is how often the leader deletes shards of chunks that no
-	// file references any more.
+	// file references any more; GCGrace is how long such a chunk is kept
+	// first, for clients that fetched the chunk list before it changed.
 	GCInterval time.Duration
+	GCGrace    time.Duration
 
 	DefaultPolicy *stratapb.StripePolicy
 
@@ -93,15 +95,19 @@ func DefaultPolicy() *stratapb.StripePolicy {
 // DefaultConfig returns a Config with every tunable at its default.
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatTimeout:   500 * time.Millisecond,
-		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		// A follower calls an election 300-600 ms after the leader falls
+		// silent (raft randomises up to twice the timeout): failover in
+		// under a second on a LAN, with ample margin over LAN round trips.
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
 		SnapshotThreshold:  16384,
 		SnapshotInterval:   60 * time.Second,
 		TrailingLogs:       10240,
 		ApplyTimeout:       10 * time.Second,
 		DataServerGrace:    6 * time.Second,
 		GCInterval:         2 * time.Second,
+		GCGrace:            time.Minute,
 		DefaultPolicy:      DefaultPolicy(),
 	}
 }
@@ -129,6 +135,7 @@ func (c *Config) Validate() error {
 	setDur(&c.ApplyTimeout, d.ApplyTimeout)
 	setDur(&c.DataServerGrace, d.DataServerGrace)
 	setDur(&c.GCInterval, d.GCInterval)
+	setDur(&c.GCGrace, d.GCGrace)
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		errs = append(errs, fmt.Errorf("leader lease %v must not exceed heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
 	}

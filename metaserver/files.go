@@ -17,7 +17,7 @@ func (s *state) truncate(n *inode, size uint64, now int64) {
 		start := c.index * cs
 		switch {
 		case start >= size:
-			s.discard(c)
+			s.discard(c, now)
 		case start+uint64(c.size) > size:
 			// The chunk's checksum covered the old size; it no longer
 			// describes the bytes that remain (0 = "no checksum").
@@ -34,8 +34,10 @@ func (s *state) truncate(n *inode, size uint64, now int64) {
 	n.mtime, n.ctime = now, now
 }
 
-func (s *state) discard(c chunk) {
-	s.garbage = append(s.garbage, garbageChunk{id: c.id, servers: c.servers})
+// discard makes c garbage as of now (leader time, from the log, so every
+// voter records the same).
+func (s *state) discard(c chunk, now int64) {
+	s.garbage = append(s.garbage, garbageChunk{id: c.id, servers: c.servers, at: now})
 	s.chunkCount--
 	for i := range c.servers {
 		delete(s.badShards, shardRef{c.id, uint32(i)})
@@ -126,7 +128,7 @@ func (s *state) commitChunks(now int64, r *stratapb.CommitChunksRequest) (*strat
 		}
 	}
 	for _, cc := range r.Chunks {
-		s.putChunk(n, chunkFromProto(cc.Chunk))
+		s.putChunk(n, chunkFromProto(cc.Chunk), now)
 	}
 	if r.MinSize > n.size {
 		s.logical += r.MinSize - n.size
@@ -199,11 +201,11 @@ func (s *state) checkChunk(n *inode, c *stratapb.Chunk) error {
 }
 
 // putChunk sets the chunk at its index; the one it replaces becomes garbage.
-func (s *state) putChunk(n *inode, c chunk) {
+func (s *state) putChunk(n *inode, c chunk, now int64) {
 	i, ok := n.findChunk(c.index)
 	if ok {
 		if n.chunks[i].id != c.id {
-			s.discard(n.chunks[i])
+			s.discard(n.chunks[i], now)
 			s.chunkCount++
 		}
 		n.chunks[i] = c

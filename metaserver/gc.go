@@ -13,7 +13,8 @@ import (
 const gcBatch = 256
 
 // collectGarbage runs on every server but works only on the leader: it
-// deletes the shards of chunks that no file references any more, then
+// deletes the shards of chunks that no file has referenced for GCGrace,
+// then
 // records in the log that they are gone. A shard whose server is down is
 // retried on a later round (orphans left by servers that never return are
 // the orphan scanner's job).
@@ -43,10 +44,14 @@ func (s *Server) gcRound(ctx context.Context) (int, error) {
 		addrs map[uint32]string
 	}
 	var jobs []job
+	// A reader or writer that fetched a chunk list just before the chunk
+	// was replaced may still read the old chunk (a read-modify-write
+	// patches it): its shards stay for GCGrace.
+	cutoff := time.Now().Add(-s.cfg.GCGrace).UnixNano()
 	_ = s.fsm.read(func(st *state) error {
 		for _, g := range st.garbage {
-			if len(jobs) == gcBatch {
-				break
+			if len(jobs) == gcBatch || g.at > cutoff {
+				break // garbage is in discard order: the rest is younger
 			}
 			j := job{g: g, addrs: map[uint32]string{}}
 			for _, id := range g.servers {

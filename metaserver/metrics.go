@@ -15,6 +15,9 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// unregister removes every collector again, so that a server restarted
+	// in the same process (dev cluster, tests) can register anew.
+	unregister func()
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -29,8 +32,19 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 12),
 		}, []string{"method"}),
 	}
+	m.unregister = func() {}
 	if reg == nil {
 		return m
+	}
+	var cs []prometheus.Collector
+	register := func(c ...prometheus.Collector) {
+		reg.MustRegister(c...)
+		cs = append(cs, c...)
+	}
+	m.unregister = func() {
+		for _, c := range cs {
+			reg.Unregister(c)
+		}
 	}
 	gauge := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "strata", Subsystem: "meta", Name: name, Help: help}, fn)
@@ -38,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	stat := func(f func(FSMStats) uint64) func() float64 {
 		return func() float64 { return float64(f(s.Stats())) }
 	}
-	reg.MustRegister(m.requests, m.latency,
+	register(m.requests, m.latency,
 		gauge("is_leader", "1 when this server is the ready raft leader.", func() float64 {
 			if s.IsLeader() {
 				return 1
@@ -53,9 +67,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		gauge("refused_entries", "Raft entries refused (unknown version/type).", func() float64 { return float64(s.fsm.refused.Load()) }),
 	)
 	for _, name := range []string{"term", "commit_index", "last_log_index", "last_snapshot_index", "num_peers"} {
-		reg.MustRegister(gauge("raft_"+name, "Raft's "+name+".", s.raftStat(name)))
+		register(gauge("raft_"+name, "Raft's "+name+".", s.raftStat(name)))
 	}
-	reg.MustRegister(
+	register(
 		gauge("raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 {
 			if s.parts == nil {
 				return 3

@@ -40,6 +40,7 @@ type badShard struct {
 type garbageChunk struct {
 	id      uint64
 	servers []uint32
+	at      int64 // when it became garbage (leader time, ns)
 }
 
 type dataServer struct {

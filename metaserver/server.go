@@ -185,6 +185,9 @@ func (s *Server) Close() error {
 		}
 		s.dconns.close()
 		s.wg.Wait()
+		if s.met != nil {
+			s.met.unregister()
+		}
 		s.log.Info("metaserver stopped")
 	})
 	return s.closeErr

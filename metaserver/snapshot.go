@@ -128,7 +128,7 @@ func (s *state) writeSnapshot(w io.Writer) error {
 		}
 	}
 	for _, g := range s.garbage {
-		r := &stratapb.SnapshotGarbage{ChunkId: g.id, Servers: g.servers}
+		r := &stratapb.SnapshotGarbage{ChunkId: g.id, Servers: g.servers, AtNs: g.at}
 		if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_Garbage{Garbage: r}}); err != nil {
 			return err
 		}
@@ -246,7 +246,7 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		b := r.BadShard
 		s.badShards[shardRef{b.ChunkId, b.ShardIndex}] = badShard{server: b.ServerId, reason: b.Reason}
 	case *stratapb.SnapshotRecord_Garbage:
-		s.garbage = append(s.garbage, garbageChunk{id: r.Garbage.ChunkId, servers: r.Garbage.Servers})
+		s.garbage = append(s.garbage, garbageChunk{id: r.Garbage.ChunkId, servers: r.Garbage.Servers, at: r.Garbage.AtNs})
 	case *stratapb.SnapshotRecord_Dedup:
 		return s.restoreDedup(r.Dedup)
 	default:

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,7 +84,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if o.mount != "" {
-		unmount, err := mountDev(ctx, dc.metaAddrs(), o.mount, log)
+		unmount, err := mountDev(ctx, dc.metaAddrs(), o.mount, filepath.Join(o.dir, "cache"), log)
 		if err != nil {
 			return fmt.Errorf("mount %s: %w", o.mount, err)
 		}
@@ -110,7 +111,9 @@ type devCluster struct {
 	o     devOptions
 	log   *slog.Logger
 	reg   *prometheus.Registry
-	metas []*metaserver.Server
+	peers []metaserver.Peer
+	mu    sync.Mutex           // guards metas against the drill's kill/restart
+	metas []*metaserver.Server // nil while killed by a drill
 	datas []*dataserver.Server
 	http  *http.Server
 }
@@ -134,8 +137,10 @@ func (d *devCluster) start(ctx context.Context) error {
 	for i := 0; i < d.o.metas; i++ {
 		peers = append(peers, metaserver.Peer{ID: fmt.Sprintf("m%d", i+1), RaftAddr: fmt.Sprintf("127.0.0.1:%d", d.o.basePort+10+i)})
 	}
-	for i := 0; i < d.o.metas; i++ {
-		if err := d.startMeta(ctx, i, peers); err != nil {
+	d.peers = peers
+	d.metas = make([]*metaserver.Server, len(peers))
+	for i := range peers {
+		if err := d.startMeta(ctx, i); err != nil {
 			return err
 		}
 	}
@@ -147,7 +152,8 @@ func (d *devCluster) start(ctx context.Context) error {
 	return d.waitReady(ctx)
 }
 
-func (d *devCluster) startMeta(ctx context.Context, i int, peers []metaserver.Peer) error {
+func (d *devCluster) startMeta(ctx context.Context, i int) error {
+	peers := d.peers
 	cfg := metaserver.DefaultConfig()
 	cfg.ID = peers[i].ID
 	cfg.Dir = filepath.Join(d.o.dir, "meta", cfg.ID)
@@ -166,7 +172,9 @@ func (d *devCluster) startMeta(ctx context.Context, i int, peers []metaserver.Pe
 	if err := srv.Start(ctx); err != nil {
 		return fmt.Errorf("metaserver %s: %w", cfg.ID, err)
 	}
-	d.metas = append(d.metas, srv)
+	d.mu.Lock()
+	d.metas[i] = srv
+	d.mu.Unlock()
 	return nil
 }
 
@@ -203,6 +211,9 @@ func (d *devCluster) startMetrics() error {
 	// Profiles of the whole dev cluster, for performance work.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	// Failover drills: kill and restart a metaserver of this dev cluster.
+	mux.HandleFunc("POST /dev/meta/{id}/kill", d.handleKill)
+	mux.HandleFunc("POST /dev/meta/{id}/restart", d.handleRestart)
 	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := d.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -223,7 +234,7 @@ func (d *devCluster) waitReady(ctx context.Context) error {
 			}
 		}
 		for _, m := range d.metas {
-			if m.IsLeader() && registered == len(d.datas) {
+			if m != nil && m.IsLeader() && registered == len(d.datas) {
 				return nil
 			}
 		}
@@ -236,14 +247,69 @@ func (d *devCluster) waitReady(ctx context.Context) error {
 	return errors.New("cluster did not become ready within 30s (see the log above)")
 }
 
+func (d *devCluster) metaIndex(id string) int {
+	for i, p := range d.peers {
+		if p.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (d *devCluster) handleKill(w http.ResponseWriter, r *http.Request) {
+	i := d.metaIndex(r.PathValue("id"))
+	if i < 0 {
+		http.Error(w, "no such metaserver", http.StatusNotFound)
+		return
+	}
+	d.mu.Lock()
+	srv := d.metas[i]
+	d.metas[i] = nil
+	d.mu.Unlock()
+	if srv == nil {
+		http.Error(w, "already stopped", http.StatusConflict)
+		return
+	}
+	srv.Close()
+	fmt.Fprintln(w, "killed")
+}
+
+func (d *devCluster) handleRestart(w http.ResponseWriter, r *http.Request) {
+	i := d.metaIndex(r.PathValue("id"))
+	if i < 0 {
+		http.Error(w, "no such metaserver", http.StatusNotFound)
+		return
+	}
+	d.mu.Lock()
+	running := d.metas[i] != nil
+	d.mu.Unlock()
+	if running {
+		http.Error(w, "running", http.StatusConflict)
+		return
+	}
+	var err error
+	for try := 0; try < 50; try++ { // its ports may linger for a moment
+		if err = d.startMeta(context.Background(), i); err == nil {
+			fmt.Fprintln(w, "restarted")
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	http.Error(w, err.Error(), http.StatusInternalServerError)
+}
+
 // stop closes dataservers first (they heartbeat to the metaservers), then
 // metaservers. Everything is on disk, so a restart finds all data again.
 func (d *devCluster) stop() {
 	for _, s := range d.datas {
 		s.Close()
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, s := range d.metas {
-		s.Close()
+		if s != nil {
+			s.Close()
+		}
 	}
 	if d.http != nil {
 		d.http.Close()

@@ -19,7 +19,7 @@ import (
 func TestDevRestartFindsData(t *testing.T) {
 	dir := t.TempDir()
 	start := func() *devCluster {
-		o := devOptions{dir: dir, basePort: 27400, metas: 3, datas: 6, fsync: true, vip: devServiceIP}
+		o := devOptions{dir: dir, basePort: 61400, metas: 3, datas: 6, fsync: true, vip: devServiceIP}
 		dc := &devCluster{o: o, log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}
 		t.Cleanup(dc.stop)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -51,7 +51,7 @@ func TestDevRestartFindsData(t *testing.T) {
 	}
 	var st bytes.Buffer
 	// Through the service IP alone, which the leader serves on.
-	run(context.Background(), []string{"status", "--meta", devServiceIP + ":27400"}, &st, os.Stderr)
+	run(context.Background(), []string{"status", "--meta", devServiceIP + ":61400"}, &st, os.Stderr)
 	if !strings.Contains(st.String(), "6 of 6 dataservers up") {
 		t.Fatalf("status after restart:\n%s", st.String())
 	}

@@ -329,3 +329,35 @@ func TestPartitionedDataservers(t *testing.T) {
 		checkFile(t, c, p, d)
 	}
 }
+
+// TestOverwrittenChunksCollectedAfterGrace: the shards of a replaced
+// file stay on the dataservers for the GC grace (1 s in the harness), so a
+// reader holding the old chunk list can still read them, then go.
+func TestOverwrittenChunksCollectedAfterGrace(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	count := func() int {
+		n := 0
+		for _, d := range c.Data {
+			n += len(shardFiles(t, d))
+		}
+		return n
+	}
+	putFile(t, c, "/g", randomBytes(4*mib, 1))
+	one := count()
+	if one != 6 {
+		t.Fatalf("%d shard files for one 4+2 chunk", one)
+	}
+	second := randomBytes(4*mib, 2)
+	putFile(t, c, "/g", second)
+	if n := count(); n != 2*one {
+		t.Fatalf("right after the overwrite: %d shard files, want %d (old ones kept for the grace)", n, 2*one)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for count() != one {
+		if time.Now().After(deadline) {
+			t.Fatalf("old shards never collected: %d files", count())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	checkFile(t, c, "/g", second)
+}

@@ -43,7 +43,10 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	}
 }
 
-func (cf *clientFlags) open() (*client.Client, error) {
+func (cf *clientFlags) open() (*client.Client, error) { return cf.openWith(nil) }
+
+// openWith opens a client; set, when given, adjusts its config first.
+func (cf *clientFlags) openWith(set func(*client.Config)) (*client.Client, error) {
 	addrs := splitList(*cf.meta)
 	if len(addrs) == 0 {
 		return nil, usageErr("--meta is empty")
@@ -52,7 +55,11 @@ func (cf *clientFlags) open() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, Logger: log})
+	cfg := client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, Logger: log}
+	if set != nil {
+		set(&cfg)
+	}
+	return client.New(cfg)
 }
 
 // parse parses flags and checks the number of positional arguments.

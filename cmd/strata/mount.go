@@ -30,10 +30,15 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.EntryTimeout, "entry-timeout", o.EntryTimeout, "how long the kernel caches names")
 	fs.BoolVar(&o.AllowOther, "allow-other", o.AllowOther, "let every user use the mount (the kernel enforces permissions)")
 	fs.BoolVar(&o.Debug, "debug", false, "log every FUSE request")
+	cacheDir := fs.String("cache-dir", envDefault("cache-dir", "/var/cache/strata"), "local chunk cache, shared by the mounts of this node (\"\" for none)")
+	cacheSize := fs.Int64("cache-size", client.DefaultCacheBytes, "bytes the chunk cache may use")
 	if err := parse(fs, args, 1, 1, "mount [flags] MOUNTPOINT"); err != nil {
 		return err
 	}
-	c, err := cf.open()
+	if *cacheSize < 0 {
+		return usageErr("--cache-size must not be negative")
+	}
+	c, err := cf.openWith(func(cfg *client.Config) { cfg.CacheDir, cfg.CacheBytes = *cacheDir, *cacheSize })
 	if err != nil {
 		return err
 	}
@@ -144,9 +149,10 @@ func isStrataMount(mp string) bool {
 	return false
 }
 
-// mountDev mounts the dev cluster at mp; the returned function unmounts it.
-func mountDev(ctx context.Context, metaAddrs []string, mp string, log *slog.Logger) (func(), error) {
-	c, err := client.New(client.Config{MetaAddrs: metaAddrs, Logger: log})
+// mountDev mounts the dev cluster at mp, with a chunk cache in cacheDir;
+// the returned function unmounts it.
+func mountDev(ctx context.Context, metaAddrs []string, mp, cacheDir string, log *slog.Logger) (func(), error) {
+	c, err := client.New(client.Config{MetaAddrs: metaAddrs, Logger: log, CacheDir: cacheDir})
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,7 @@ func TestMountCommand(t *testing.T) {
 	exited := make(chan int, 1)
 	var out bytes.Buffer
 	go func() {
-		exited <- run(ctx, []string{"mount", "--meta", strings.Join(c.MetaAddrs(), ","), mp}, &out, os.Stderr)
+		exited <- run(ctx, []string{"mount", "--meta", strings.Join(c.MetaAddrs(), ","), "--cache-dir", t.TempDir(), mp}, &out, os.Stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -80,7 +80,7 @@ func TestMountRefusesBadMountpoints(t *testing.T) {
 	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
 	for _, mp := range []string{filepath.Join(t.TempDir(), "missing"), full} {
 		var errb bytes.Buffer
-		code := run(context.Background(), []string{"mount", "--meta", strings.Join(c.MetaAddrs(), ","), mp}, io.Discard, &errb)
+		code := run(context.Background(), []string{"mount", "--meta", strings.Join(c.MetaAddrs(), ","), "--cache-dir", "", mp}, io.Discard, &errb)
 		if code == 0 || isStrataMount(mp) {
 			t.Errorf("mount on %s: exit %d", mp, code)
 			umount(mp, true)

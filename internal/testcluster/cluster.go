@@ -173,6 +173,7 @@ func (c *Cluster) startMetas() {
 		cfg.LeaderLeaseTimeout = 100 * time.Millisecond
 		cfg.DataServerGrace = 3 * time.Second
 		cfg.GCInterval = 500 * time.Millisecond
+		cfg.GCGrace = time.Second
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
 		}

@@ -705,6 +705,7 @@ type SnapshotGarbage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ChunkId       uint64                 `protobuf:"varint,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
 	Servers       []uint32               `protobuf:"varint,2,rep,packed,name=servers,proto3" json:"servers,omitempty"`
+	AtNs          int64                  `protobuf:"varint,3,opt,name=at_ns,json=atNs,proto3" json:"at_ns,omitempty"` // when it became garbage
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -751,6 +752,13 @@ func (x *SnapshotGarbage) GetServers() []uint32 {
 		return x.Servers
 	}
 	return nil
+}
+
+func (x *SnapshotGarbage) GetAtNs() int64 {
+	if x != nil {
+		return x.AtNs
+	}
+	return 0
 }
 
 type SnapshotBadShard struct {
@@ -1099,10 +1107,11 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\bresponse\x18\x04 \x01(\fR\bresponse\x12\x12\n" +
 	"\x04type\x18\x05 \x01(\rR\x04type\x12\x14\n" +
 	"\x05errno\x18\x06 \x01(\x05R\x05errno\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"F\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"[\n" +
 	"\x0fSnapshotGarbage\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\x04R\achunkId\x12\x18\n" +
-	"\aservers\x18\x02 \x03(\rR\aservers\"\x83\x01\n" +
+	"\aservers\x18\x02 \x03(\rR\aservers\x12\x13\n" +
+	"\x05at_ns\x18\x03 \x01(\x03R\x04atNs\"\x83\x01\n" +
 	"\x10SnapshotBadShard\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\x04R\achunkId\x12\x1f\n" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
