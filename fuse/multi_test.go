@@ -91,10 +91,11 @@ func TestDataserverLoss(t *testing.T) {
 					errs <- err
 					return
 				}
+				sum := sha256.Sum256(data)
 				mu.Lock()
-				sums[p] = sha256.Sum256(data)
+				sums[p] = sum
 				mu.Unlock()
-				if got, err := os.ReadFile(p); err != nil || sha256.Sum256(got) != sums[p] {
+				if got, err := os.ReadFile(p); err != nil || sha256.Sum256(got) != sum {
 					errs <- fmt.Errorf("read back %s: %v (%d bytes)", p, err, len(got))
 					return
 				}
