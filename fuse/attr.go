@@ -64,6 +64,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if flags&^(client.XattrCreate|client.XattrReplace) != 0 {
 		return n.m.errno("setxattr", n.ino(), fmt.Errorf("fuse: setxattr flags %#x: %w", flags, syscall.EINVAL))
 	}
@@ -90,5 +91,6 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	return n.m.errno("removexattr", n.ino(), n.m.cl.RemoveXattr(ctx, n.ino(), attr))
 }

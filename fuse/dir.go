@@ -16,6 +16,7 @@ import (
 // applying this daemon's umask again would be wrong.
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	a, err := n.m.cl.MkdirAt(ctx, n.ino(), name, mode&0o7777, owner(ctx))
 	if err != nil {
 		return nil, n.m.errno("mkdir", n.ino(), err)
@@ -24,6 +25,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	opts := client.CreateOptions{
 		Exclusive: flags&syscall.O_EXCL != 0,
 		Truncate:  flags&syscall.O_TRUNC != 0,
@@ -42,6 +44,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	a, err := n.m.cl.SymlinkAt(ctx, n.ino(), name, target, owner(ctx))
 	if err != nil {
 		return nil, n.m.errno("symlink", n.ino(), err)
@@ -58,6 +61,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	ino := target.EmbeddedInode().StableAttr().Ino
 	a, err := n.m.cl.LinkAt(ctx, ino, n.ino(), name)
 	if err != nil {
@@ -67,6 +71,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if cn := n.lockedChild(name); cn != nil {
 		defer cn.mu.Unlock()
 		if cn.needsSillyLocked() {
@@ -77,6 +82,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	return n.m.errno("rmdir", n.ino(), n.m.cl.RmdirAt(ctx, n.ino(), name))
 }
 
@@ -84,6 +90,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // this mount has open, the file is first renamed away to a hidden name
 // (as unlink does), so that it stays readable until closed.
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV

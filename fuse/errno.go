@@ -47,3 +47,11 @@ func (m *FS) fileErrno(op string, ino uint64, err error) syscall.Errno {
 	}
 	return e
 }
+
+// uninterruptible detaches a mutation from the kernel's interrupt (a signal
+// to the calling thread; the Go runtime sends them to preempt goroutines).
+// Once a metadata change may have been sent, EINTR would tell the program
+// it did not happen when it may have, and its retry would then fail with
+// EEXIST or ENOENT. Like an NFS hard mount, the operation completes; the
+// client's own retry budget still bounds it.
+func uninterruptible(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -105,6 +105,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadR
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -129,10 +130,12 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 // Flush runs on every close(2) of a descriptor: everything buffered goes
 // to Strata before close returns (close-to-open consistency).
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	return h.n.flush(ctx, "flush")
 }
 
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	return h.n.flush(ctx, "fsync")
 }
 
@@ -147,6 +150,7 @@ func (n *node) flush(ctx context.Context, op string) syscall.Errno {
 
 // Release runs when the last descriptor of the handle is closed.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()

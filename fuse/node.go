@@ -164,6 +164,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	a, err := n.setAttr(ctx, setAttrIn(in))
 	if err != nil {
 		return n.m.fileErrno("setattr", n.ino(), err)
@@ -230,6 +231,7 @@ func setAttrIn(in *gofuse.SetAttrIn) client.SetAttrIn {
 // Fsync on a node without a handle (a directory): metadata changes are
 // durable in the Raft log once acknowledged, so there is nothing to do.
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if h, ok := f.(*handle); ok {
 		return h.Fsync(ctx, flags)
 	}
