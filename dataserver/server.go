@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/strata-hpc/strata/internal/grpcutil"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/netfault"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -272,7 +273,7 @@ func (s *Server) serveGRPC() {
 		// The recovery interceptor comes after the metrics one so that a
 		// panic is counted as Internal; the pooled-reply one is innermost,
 		// next to the handler whose buffer it manages (zerocopy.go).
-		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor(), recoverUnary(s.log), pooledReplies(s.pool)),
+		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor(), grpcutil.RecoverUnary(s.log), pooledReplies(s.pool)),
 		grpc.ForceServerCodecV2(newServerCodec()),
 	)
 	stratapb.RegisterDataServer(s.grpc, &service{store: s.store, m: s.metrics})

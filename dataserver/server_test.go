@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/internal/grpcutil"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -365,7 +366,7 @@ func TestServerLifecycle(t *testing.T) {
 }
 
 func TestRecoverInterceptor(t *testing.T) {
-	ic := recoverUnary(testLogger(t))
+	ic := grpcutil.RecoverUnary(testLogger(t))
 	_, err := ic(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/strata.v1.Data/ReadShard"},
 		func(context.Context, any) (any, error) { panic("boom") })
 	wantCode(t, "panicking handler", err, codes.Internal)

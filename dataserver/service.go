@@ -3,12 +3,8 @@ package dataserver
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"runtime/debug"
 	"syscall"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -117,18 +113,4 @@ func withErrno(c codes.Code, e syscall.Errno, err error) error {
 		st = st2
 	}
 	return st.Err()
-}
-
-// recoverUnary turns a panic in a handler into codes.Internal: one bad
-// request must not take down a server that holds other people's data.
-func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-				resp, err = nil, status.Error(codes.Internal, fmt.Sprintf("dataserver: internal error in %s", info.FullMethod))
-			}
-		}()
-		return h(ctx, req)
-	}
 }
