@@ -19,6 +19,7 @@ const statfsBlock = 4096
 // Statfs reports the raw capacity and free space of the live dataservers
 // (see client.StatFS), cached for statfsTTL.
 func (n *node) Statfs(ctx context.Context, out *gofuse.StatfsOut) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	st, err := n.m.fsStats(ctx)
 	if err != nil {
 		return n.m.errno("statfs", n.ino(), err)
@@ -53,6 +54,7 @@ func (m *FS) fsStats(ctx context.Context) (client.FSStats, error) {
 // Getxattr answers a size query (empty dest) with the value's length and
 // ERANGE when dest is too small, as getxattr(2) does.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	val, err := n.m.cl.GetXattr(ctx, n.ino(), attr)
 	if err != nil {
 		return 0, n.m.errno("getxattr", n.ino(), err)
@@ -75,6 +77,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 // Listxattr returns the names NUL-terminated, one after the other.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	names, err := n.m.cl.ListXattr(ctx, n.ino())
 	if err != nil {
 		return 0, n.m.errno("listxattr", n.ino(), err)

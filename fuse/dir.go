@@ -53,6 +53,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.Ent
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	a, err := n.m.cl.GetAttr(ctx, n.ino())
 	if err != nil {
 		return nil, n.m.errno("readlink", n.ino(), err)
@@ -128,6 +129,7 @@ func (n *node) renameOverOpen(ctx context.Context, name string, np *node, newNam
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	entries, err := n.m.cl.ReadDirAt(ctx, n.ino(), false)
 	if err != nil {
 		return nil, n.m.errno("readdir", n.ino(), err)

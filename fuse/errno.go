@@ -48,10 +48,15 @@ func (m *FS) fileErrno(op string, ino uint64, err error) syscall.Errno {
 	return e
 }
 
-// uninterruptible detaches a mutation from the kernel's interrupt (a signal
-// to the calling thread; the Go runtime sends them to preempt goroutines).
-// Once a metadata change may have been sent, EINTR would tell the program
-// it did not happen when it may have, and its retry would then fail with
-// EEXIST or ENOENT. Like an NFS hard mount, the operation completes; the
-// client's own retry budget still bounds it.
+// uninterruptible detaches an operation from the kernel's interrupt (a
+// signal to the calling thread; the Go runtime sends them to preempt
+// goroutines, so Go programs under load interrupt FUSE requests all the
+// time). Every operation of the mount uses it, as libfuse does by default
+// (no "intr") and as an NFS hard mount does: once a metadata change may
+// have been sent, EINTR would tell the program it did not happen when it
+// may have (its retry then fails with EEXIST or ENOENT), and even a read
+// answered with EINTR breaks programs that call open(2) or stat(2) without
+// retrying (go-fuse's posixtest OpenSymlinkRace did, under -race in CI).
+// The client's own retry budget still bounds every call, and a fatal
+// signal (SIGKILL) is handled by the kernel without asking the daemon.
 func uninterruptible(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -36,6 +36,7 @@ var (
 // last told, its cached attributes are invalidated too, so that the size
 // it reads up to is the new one.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	// Count the open first: an unlink or rename-over racing with it must
 	// see the file as open and rename it away rather than free it.
 	n.mu.Lock()
@@ -85,6 +86,7 @@ func (n *node) newHandle(flags uint32) *handle {
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	n := h.n
 	n.mu.Lock()
 	var err error

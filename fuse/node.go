@@ -147,6 +147,7 @@ func owner(ctx context.Context) client.Owner {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	a, err := n.m.cl.Lookup(ctx, n.ino(), name)
 	if err != nil {
 		return nil, n.m.errno("lookup", n.ino(), err)
@@ -155,6 +156,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	a, err := n.m.cl.GetAttr(ctx, n.ino())
 	if err != nil {
 		return n.m.fileErrno("getattr", n.ino(), err)
