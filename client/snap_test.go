@@ -541,3 +541,18 @@ func testUsage(e *env) {
 		t.Fatalf("total %v smaller than a part %v", u.Total, mine)
 	}
 }
+
+// BenchmarkSnapshot10k: snapshot of a 10,000-file tree (100 directories of
+// 100 files with data), one raft command each, through the client.
+func BenchmarkSnapshot10k(b *testing.B) {
+	e := newEnv(b, 6, testPolicy())
+	e = e.in(b, "bench")
+	e.makeWideTree("/wide", 100)
+	ctx := ctxT(b)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := e.c.CreateSnapshot(ctx, e.p("/wide"), fmt.Sprintf("bench-%d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
