@@ -538,12 +538,26 @@ func testUsage(e *env) {
 			mine = d
 		}
 	}
-	// Two files of 128 KiB sharing two chunks of 6 shards of 16 KiB.
-	if mine == nil || mine.LogicalBytes != 256<<10 || mine.StoredBytes != 2*6*16<<10 || mine.Chunks != 2 || mine.ChunkRefs != 4 {
+	// Two files of 128 KiB sharing two chunks of 6 shards of 16 KiB, held
+	// by nothing outside the directory.
+	if mine == nil || mine.LogicalBytes != 256<<10 || mine.StoredBytes != 2*6*16<<10 || mine.Chunks != 2 || mine.ChunkRefs != 4 || mine.SharedBytes != 0 {
 		t.Fatalf("usage of %s: %v", e.root, mine)
 	}
 	if u.Total.LogicalBytes < mine.LogicalBytes || u.Total.StoredBytes < mine.StoredBytes {
 		t.Fatalf("total %v smaller than a part %v", u.Total, mine)
+	}
+	// A copy outside the directory: its chunks are now shared.
+	if _, err := e.c.ClonePath(ctx, e.p("/a"), e.root+"-copy", false); err != nil {
+		t.Fatal(err)
+	}
+	u, err = e.c.Usage(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range u.Dirs {
+		if "/"+d.Name == e.root && d.SharedBytes != d.StoredBytes {
+			t.Fatalf("after a copy outside: shared %d of %d stored bytes", d.SharedBytes, d.StoredBytes)
+		}
 	}
 }
 
