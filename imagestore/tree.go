@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/strata-hpc/strata/client"
