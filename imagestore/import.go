@@ -90,13 +90,18 @@ func (s *Store) Import(ctx context.Context, r Ref, src Source, opts ImportOption
 	err = copyTree(src, w)
 	bar.Stop()
 	if err != nil {
+		s.dropStaging(ctx, r)
 		return nil, fmt.Errorf("imagestore: import %s from %s: %w", r, src.Describe(), err)
 	}
 	res.Entries, res.Bytes, res.Stored = w.stats.entries.Load(), w.stats.bytes.Load(), w.stats.stored.Load()
 	if err := s.writeRecord(ctx, staging, src, res); err != nil {
+		s.dropStaging(ctx, r)
 		return nil, err
 	}
 	if err := s.publish(ctx, r); err != nil {
+		if !errors.Is(err, errPublished) {
+			s.dropStaging(ctx, r)
+		}
 		return nil, err
 	}
 	res.Elapsed = time.Since(start)
@@ -170,6 +175,26 @@ func (s *Store) writeRecord(ctx context.Context, dir uint64, src Source, res *Im
 	return nil
 }
 
+// dropStaging removes the staging tree of a failed import, even when the
+// failure was ctx ending (an interrupt); if that fails too, the next run
+// removes it.
+func (s *Store) dropStaging(ctx context.Context, r Ref) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	st, err := s.lstat(ctx, StagingDir)
+	if err == nil && st != nil {
+		err = s.removeTree(ctx, st.GetIno(), stagingName(r))
+	}
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		s.log.Warn("could not remove the staging tree of a failed import; the next import removes it", "image", r, "err", err)
+	}
+}
+
+// errPublished marks a failure after the rename: the complete tree is
+// under the image's name, unfrozen, and the next run of the import
+// freezes it.
+var errPublished = errors.New("imagestore: published but not frozen (re-run the import to finish)")
+
 // publish renames the staging tree to the image's name (never replacing
 // one: a concurrent import of the same name loses with ErrExists) and
 // freezes it.
@@ -191,10 +216,10 @@ func (s *Store) publish(ctx context.Context, r Ref) error {
 	}
 	a, err := s.cl.Lookup(ctx, dir.GetIno(), r.Tag)
 	if err != nil {
-		return fmt.Errorf("imagestore: publish %s: %w", r, err)
+		return fmt.Errorf("%w: %s: %w", errPublished, r, err)
 	}
 	if err := s.freeze(ctx, a.GetIno()); err != nil {
-		return fmt.Errorf("imagestore: freeze %s: %w", r, err)
+		return fmt.Errorf("%w: freeze %s: %w", errPublished, r, err)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ type tarSource struct {
 	read   atomic.Int64 // compressed bytes consumed
 	dec    io.Closer    // the decompressor, if any
 	tr     *tar.Reader
-	cur    *tar.Header
+	tail   *tailReader
 	closed bool
 }
 
@@ -70,8 +70,46 @@ func OpenTar(name string) (Source, error) {
 		}
 		r, s.dec = zr, zstdCloser{zr}
 	}
-	s.tr = tar.NewReader(r)
+	s.tail = &tailReader{r: r}
+	s.tr = tar.NewReader(s.tail)
 	return s, nil
+}
+
+// tailReader remembers the last bytes read through it: a tarball ends with
+// two zero blocks, and one cut off exactly between two members lacks them
+// (archive/tar then reports a clean end).
+type tailReader struct {
+	r    io.Reader
+	last [1024]byte
+	n    int // valid bytes in last, up to len(last)
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	b := p[:n]
+	if len(b) >= len(t.last) {
+		copy(t.last[:], b[len(b)-len(t.last):])
+		t.n = len(t.last)
+	} else if n > 0 {
+		keep := min(t.n, len(t.last)-len(b))
+		copy(t.last[:], t.last[t.n-keep:t.n])
+		copy(t.last[keep:], b)
+		t.n = keep + len(b)
+	}
+	return n, err
+}
+
+// sawEndMarker reports whether the stream ended with two zero blocks.
+func (t *tailReader) sawEndMarker() bool {
+	if t.n < len(t.last) {
+		return false
+	}
+	for _, c := range t.last {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 type zstdCloser struct{ d *zstd.Decoder }
@@ -111,6 +149,9 @@ func (s *tarSource) Next() (*Entry, error) {
 	for {
 		hdr, err := s.tr.Next()
 		if err == io.EOF {
+			if !s.tail.sawEndMarker() {
+				return nil, fmt.Errorf("%w: the tarball is truncated (it lacks the end-of-archive blocks)", ErrBadSource)
+			}
 			return nil, io.EOF
 		}
 		if err != nil {
@@ -129,9 +170,12 @@ func (s *tarSource) Next() (*Entry, error) {
 // readErr words a tar or decompression error.
 func (s *tarSource) readErr(err error) error {
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: %s is truncated (it ends in the middle of a member)", ErrBadSource, s.name)
+		return fmt.Errorf("%w: the tarball is truncated (it ends in the middle of a member)", ErrBadSource)
 	}
-	return fmt.Errorf("%w: %s: %v", ErrBadSource, s.name, err)
+	if errors.Is(err, tar.ErrHeader) {
+		return fmt.Errorf("%w: not a tar archive, or a damaged one (%v)", ErrBadSource, err)
+	}
+	return fmt.Errorf("%w: %v", ErrBadSource, err)
 }
 
 // entry converts a header. Global PAX headers and GNU long-name records are
