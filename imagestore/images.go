@@ -136,3 +136,32 @@ func (s *Store) Tag(ctx context.Context, src, dst Ref) error {
 	}
 	return nil
 }
+
+// Usage is what image show reports about space.
+type Usage struct {
+	Files        uint64 // inodes
+	LogicalBytes uint64 // file sizes (hard links once)
+	StoredBytes  uint64 // distinct chunks, all shards
+	// Shared*: the part held by chunks that something outside the image
+	// (another image, an overlay, a snapshot, a file) also references.
+	SharedLogicalBytes uint64
+	SharedStoredBytes  uint64
+}
+
+// Usage answers for image r in one metadata call, however many files it
+// has.
+func (s *Store) Usage(ctx context.Context, r Ref) (Usage, error) {
+	img, err := s.Get(ctx, r)
+	if err != nil {
+		return Usage{}, err
+	}
+	u, err := s.cl.TreeUsage(ctx, img.Ino)
+	if err != nil {
+		return Usage{}, fmt.Errorf("imagestore: usage of %s: %w", r, err)
+	}
+	return Usage{
+		Files: u.GetUsage().GetInodes(), LogicalBytes: u.GetUsage().GetLogicalBytes(),
+		StoredBytes: u.GetUsage().GetStoredBytes(), SharedLogicalBytes: u.GetSharedLogicalBytes(),
+		SharedStoredBytes: u.GetSharedStoredBytes(),
+	}, nil
+}
