@@ -34,7 +34,9 @@ func makeUpper(t *testing.T) string {
 	return dir
 }
 
-func describeUpper(t *testing.T, dir string) string { return describeLocal(t, filepath.Join(dir, "upper")) }
+func describeUpper(t *testing.T, dir string) string {
+	return describeLocal(t, filepath.Join(dir, "upper"))
+}
 
 // TestOverlayPushPull: an upper layer (whiteouts, opaque directories,
 // links, xattrs) pushed and pulled elsewhere comes back exactly; a second

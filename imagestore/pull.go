@@ -262,4 +262,3 @@ func (pl *puller) setLocal(local string, a *stratapb.Attr) error {
 	}
 	return nil
 }
-
