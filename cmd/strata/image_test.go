@@ -19,7 +19,7 @@ import (
 func smallRootfs(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "rootfs")
-	for _, prog := range []string{"/bin/sh", "/bin/ls", "/bin/cat", "/bin/rm"} {
+	for _, prog := range []string{"/bin/sh", "/bin/ls", "/bin/cat", "/bin/rm", "/bin/mkdir"} {
 		files := []string{prog}
 		out, err := exec.Command("ldd", prog).Output()
 		if err != nil {
@@ -205,4 +205,43 @@ func TestImageCommandErrors(t *testing.T) {
 	if code := run(context.Background(), []string{"image", "import", "--meta", meta, "dup:1", src}, io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), "already exists") {
 		t.Errorf("import over an existing tag: exit %d, %q", code, errb.String())
 	}
+}
+
+// TestOverlayPushPullMounted: changes made in an image mount (a new file,
+// a deleted image file, a directory removed and recreated) are pushed as
+// one node's sub-overlay, pulled into a new directory, and a mount with it
+// shows exactly those changes.
+func TestOverlayPushPullMounted(t *testing.T) {
+	requireFUSE(t)
+	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
+	meta := strings.Join(c.MetaAddrs(), ",")
+	t.Setenv("STRATA_LOG_LEVEL", "error")
+	runOK(t, "image", "import", "--meta", meta, "base:1", smallRootfs(t))
+	dir := t.TempDir()
+	mp, stop := startImageMount(t, meta, "base:1", dir)
+	chroot(t, mp, "echo hello > /greeting; rm -r /etc; mkdir /etc; echo only > /etc/only; rm /bin/mkdir")
+	stop()
+
+	runOK(t, "overlay", "create", "--meta", meta, "cluster")
+	if out := runOK(t, "overlay", "push", "--meta", meta, "--node", "n1", "cluster", dir); !strings.Contains(out, "pushed cluster") {
+		t.Errorf("push: %q", out)
+	}
+	if out := runOK(t, "overlay", "list", "--meta", meta); !strings.Contains(out, "nodes/n1") {
+		t.Errorf("overlay list: %q", out)
+	}
+	restored := t.TempDir()
+	runOK(t, "overlay", "pull", "--meta", meta, "--node", "n1", "cluster", restored)
+	mp, stop = startImageMount(t, meta, "base:1", restored)
+	if got := chroot(t, mp, "cat /greeting; ls /etc; ls /bin"); got != "hello\nonly\ncat\nls\nrm\nsh\n" {
+		t.Errorf("mount with the pulled overlay: %q", got)
+	}
+	stop()
+	// Pulling into a directory in use is refused.
+	mp, stop = startImageMount(t, meta, "base:1", restored)
+	var errb bytes.Buffer
+	if code := run(context.Background(), []string{"overlay", "pull", "--meta", meta, "--force", "--node", "n1", "cluster", restored}, io.Discard, &errb); code == 0 || !strings.Contains(errb.String(), "in use") {
+		t.Errorf("pull into a mounted overlay: exit %d, %q", code, errb.String())
+	}
+	stop()
+	runOK(t, "overlay", "rm", "--meta", meta, "cluster")
 }
