@@ -2,10 +2,14 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/strata-hpc/strata/internal/rpcerr"
 
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -71,7 +75,7 @@ func (c *Client) Freeze(ctx context.Context, ino uint64) (uint64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, opErr(ctx, "freeze", inodeTarget(ino), err)
+		return 0, opErrDetail(ctx, "freeze", inodeTarget(ino), err)
 	}
 	return n, nil
 }
@@ -102,7 +106,7 @@ func (c *Client) CloneTree(ctx context.Context, src, dstParent uint64, dstName s
 		return err
 	})
 	if err != nil {
-		return nil, opErr(ctx, "clone", inodeTarget(src)+" -> "+entryTarget(dstParent, dstName), err)
+		return nil, opErrDetail(ctx, "clone", inodeTarget(src)+" -> "+entryTarget(dstParent, dstName), err)
 	}
 	return attr, nil
 }
@@ -142,7 +146,7 @@ func (c *Client) RemoveTree(ctx context.Context, parent uint64, name string, all
 		return err
 	})
 	if err != nil {
-		return TreeRemoval{}, opErr(ctx, "remove tree", entryTarget(parent, name), err)
+		return TreeRemoval{}, opErrDetail(ctx, "remove tree", entryTarget(parent, name), err)
 	}
 	return out, nil
 }
@@ -175,7 +179,7 @@ func (c *Client) CreateSnapshot(ctx context.Context, p, name string) (*stratapb.
 		return err
 	})
 	if err != nil {
-		return nil, opErr(ctx, "snapshot", p, err)
+		return nil, opErrDetail(ctx, "snapshot", p, err)
 	}
 	return info, nil
 }
@@ -198,7 +202,7 @@ func (c *Client) ListSnapshots(ctx context.Context, p string) ([]*stratapb.Snaps
 		return err
 	})
 	if err != nil {
-		return nil, opErr(ctx, "list snapshots", p, err)
+		return nil, opErrDetail(ctx, "list snapshots", p, err)
 	}
 	return out, nil
 }
@@ -217,7 +221,7 @@ func (c *Client) DeleteSnapshot(ctx context.Context, name string) (TreeRemoval, 
 		return err
 	})
 	if err != nil {
-		return TreeRemoval{}, opErr(ctx, "delete snapshot", name, err)
+		return TreeRemoval{}, opErrDetail(ctx, "delete snapshot", name, err)
 	}
 	return out, nil
 }
@@ -240,7 +244,7 @@ func (c *Client) RestoreSnapshot(ctx context.Context, name, newPath string) (*st
 		return err
 	})
 	if err != nil {
-		return nil, opErr(ctx, "restore snapshot", name+" -> "+newPath, err)
+		return nil, opErrDetail(ctx, "restore snapshot", name+" -> "+newPath, err)
 	}
 	return attr, nil
 }
@@ -258,7 +262,7 @@ func (c *Client) Usage(ctx context.Context, perDir bool) (*stratapb.UsageRespons
 		return err
 	})
 	if err != nil {
-		return nil, opErr(ctx, "usage", "", err)
+		return nil, opErrDetail(ctx, "usage", "", err)
 	}
 	return out, nil
 }
@@ -274,4 +278,19 @@ func checkSnapName(op, name string) error {
 		return errnoErr(op, shortQuote(name), syscall.EINVAL, "snapshot name contains '/' or NUL")
 	}
 	return nil
+}
+
+// opErrDetail is opErr keeping the metadata service's message, which for
+// the tree and snapshot commands says what to do (e.g. "the tree holds
+// snapshots; delete them with the snapshot commands").
+func opErrDetail(ctx context.Context, op, target string, err error) error {
+	errno := rpcerr.ErrnoOf(err)
+	msg := status.Convert(err).Message()
+	if errno == 0 || msg == "" {
+		return opErr(ctx, op, target, err)
+	}
+	if target != "" {
+		op += " " + target
+	}
+	return fmt.Errorf("client: %s: %s: %w", op, msg, errno)
 }
