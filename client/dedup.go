@@ -3,8 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"syscall"
@@ -93,22 +91,11 @@ func (c *Client) WriteFileDedup(ctx context.Context, ino uint64, r io.Reader) (D
 	}
 	pol := attr.GetPolicy()
 	bufLen := max(int(cs), stripeLen(int(pol.GetDataShards()), int(pol.GetParityShards()), int(cs)))
-	for index := uint64(0); ; {
-		batch, eof, err := c.readDedupBatch(r, int(cs), bufLen, index)
-		if err == nil && len(batch) > 0 {
-			err = c.retryStale(ctx, func() error { return c.dedupStep(ctx, ino, cs, batch, &st) })
-		}
-		for _, dc := range batch {
-			c.bufs.put(dc.buf)
-		}
-		if err != nil {
-			return st, fmt.Errorf("client: dedup write inode %d: %w", ino, err)
-		}
-		index += uint64(len(batch))
-		if eof {
-			return st, nil
-		}
+	st, err = c.newDedupPipe(ctx, ino, cs, bufLen).run(r)
+	if err != nil {
+		return st, fmt.Errorf("client: dedup write inode %d: %w", ino, err)
 	}
+	return st, nil
 }
 
 // dedupChunk is one chunk of a dedup write.
@@ -118,30 +105,6 @@ type dedupChunk struct {
 	size  int
 	hash  []byte
 	zero  bool
-}
-
-// readDedupBatch reads up to dedupBatch chunks and hashes them.
-func (c *Client) readDedupBatch(r io.Reader, cs, bufLen int, index uint64) ([]*dedupChunk, bool, error) {
-	var batch []*dedupChunk
-	for len(batch) < dedupBatch {
-		buf := c.bufs.get(bufLen)
-		n, err := io.ReadFull(r, (*buf)[:cs])
-		if n > 0 {
-			data := (*buf)[:n]
-			sum := sha256.Sum256(data)
-			batch = append(batch, &dedupChunk{index: index, buf: buf, size: n, hash: sum[:], zero: isZero(data)})
-			index++
-		} else {
-			c.bufs.put(buf)
-		}
-		switch {
-		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-			return batch, true, nil
-		case err != nil:
-			return batch, false, fmt.Errorf("read: %w", err)
-		}
-	}
-	return batch, false, nil
 }
 
 var zeroBlock [64 << 10]byte
@@ -183,40 +146,24 @@ func (c *Client) dedupStep(ctx context.Context, ino uint64, cs int64, batch []*d
 	if err != nil {
 		return err
 	}
-	var fresh, shared []*stratapb.ChunkCommit
-	var write []*dedupChunk
-	first := map[string]bool{} // contents this batch writes
-	for i, dc := range todo {
-		switch {
-		case found[i] != nil:
-			shared = append(shared, sharedCommit(dc, found[i].GetId()))
-		case first[string(dc.hash)]:
-			shared = append(shared, sharedCommit(dc, 0)) // id filled in after the write
-		default:
-			first[string(dc.hash)] = true
-			write = append(write, dc)
-		}
-	}
+	write, shared := classify(todo, found)
 	written, err := c.writeDedupChunks(ctx, ino, write)
 	if err != nil {
 		return err
 	}
-	byHash := map[string]uint64{}
-	for _, ch := range written {
-		fresh = append(fresh, &stratapb.ChunkCommit{Chunk: ch})
-		byHash[string(ch.GetHash())] = ch.GetId()
-	}
-	for _, cc := range shared {
-		if cc.Chunk.Id == 0 {
-			cc.Chunk.Id = byHash[string(cc.Chunk.Hash)]
-		}
-	}
+	fresh := fillShared(shared, written)
 	last := batch[len(batch)-1]
 	end := last.index*uint64(cs) + uint64(last.size)
 	// New chunks first: a shared entry may name one of them.
 	if _, err := c.commit(ctx, ino, append(fresh, shared...), end); err != nil {
 		return opErr(ctx, "dedup write", inodeTarget(ino), err)
 	}
+	st.add(batch, written, len(shared))
+	return nil
+}
+
+// add counts a committed batch.
+func (st *DedupStats) add(batch []*dedupChunk, written []*stratapb.Chunk, shared int) {
 	for _, dc := range batch {
 		st.Logical += int64(dc.size)
 		if dc.zero {
@@ -228,8 +175,47 @@ func (c *Client) dedupStep(ctx context.Context, ino uint64, cs int64, batch []*d
 	for _, ch := range written {
 		st.Written += int64(ch.GetSize())
 	}
-	st.Shared += len(shared)
-	return nil
+	st.Shared += shared
+}
+
+// classify splits the non-zero chunks of a batch (todo, with found[i] the
+// stored chunk of todo[i]'s content or nil) into chunks to write (each
+// distinct content once) and shared commits (to stored chunks, or to a
+// chunk this batch writes: id 0 until fillShared).
+func classify(todo []*dedupChunk, found []*stratapb.Chunk) ([]*dedupChunk, []*stratapb.ChunkCommit) {
+	var write []*dedupChunk
+	var shared []*stratapb.ChunkCommit
+	first := map[string]bool{}
+	for i, dc := range todo {
+		switch {
+		case found[i] != nil:
+			shared = append(shared, sharedCommit(dc, found[i].GetId()))
+		case first[string(dc.hash)]:
+			shared = append(shared, sharedCommit(dc, 0))
+		default:
+			first[string(dc.hash)] = true
+			write = append(write, dc)
+		}
+	}
+	return write, shared
+}
+
+// fillShared gives shared commits of contents written in the same batch
+// their chunk ids, and returns the commits of the written chunks; these
+// must come first in the commit, since shared entries may name them.
+func fillShared(shared []*stratapb.ChunkCommit, written []*stratapb.Chunk) []*stratapb.ChunkCommit {
+	var fresh []*stratapb.ChunkCommit
+	byHash := map[string]uint64{}
+	for _, ch := range written {
+		fresh = append(fresh, &stratapb.ChunkCommit{Chunk: ch})
+		byHash[string(ch.GetHash())] = ch.GetId()
+	}
+	for _, cc := range shared {
+		if cc.Chunk.Id == 0 {
+			cc.Chunk.Id = byHash[string(cc.Chunk.Hash)]
+		}
+	}
+	return fresh
 }
 
 func sharedCommit(dc *dedupChunk, id uint64) *stratapb.ChunkCommit {

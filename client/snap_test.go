@@ -321,7 +321,7 @@ func testDedup(e *env) {
 	t := e.t
 	ctx := ctxT(t)
 	data := append(randBytes(192<<10, 21), make([]byte, 64<<10)...) // 3 chunks, then one all zeros
-	data = append(data, randBytes(10, 22)...)                        // and a short last one
+	data = append(data, randBytes(10, 22)...)                       // and a short last one
 	write := func(name string) DedupStats {
 		dir, err := e.c.Stat(ctx, e.p("/"))
 		if err != nil {
@@ -555,4 +555,57 @@ func BenchmarkSnapshot10k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkWriteFileDedup: 64 MiB through WriteFileDedup with 4 MiB
+// chunks (4+2), first as new content, then the same content into another
+// file (everything shared, nothing written).
+func BenchmarkWriteFileDedup(b *testing.B) {
+	e := newEnv(b, 6, nil)
+	ctx := ctxT(b)
+	data := randBytes(64<<20, 99)
+	root := mustStat(e, "/")
+	n := 0
+	write := func(b *testing.B, data []byte) DedupStats {
+		n++
+		a, err := e.c.Create(ctx, root.Ino, fmt.Sprintf("f%d", n), 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := e.c.WriteFileDedup(ctx, a.Ino, bytes.NewReader(data))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
+	}
+	b.Run("put-for-comparison", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; b.Loop(); i++ {
+			if _, err := e.c.Put(ctx, fmt.Sprintf("/put%d", i), bytes.NewReader(data), PutOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("new", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; b.Loop(); i++ {
+			data[0] = byte(i) // fresh content each time (one chunk differs: refresh all)
+			for j := 0; j < len(data); j += 4 << 20 {
+				data[j] = byte(i)
+				data[j+1] = byte(n)
+			}
+			if st := write(b, data); st.Written != int64(len(data)) {
+				b.Fatalf("wrote %d of %d bytes", st.Written, len(data))
+			}
+		}
+	})
+	b.Run("duplicate", func(b *testing.B) {
+		write(b, data)
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if st := write(b, data); st.Written != 0 {
+				b.Fatalf("wrote %d bytes of a duplicate", st.Written)
+			}
+		}
+	})
 }
