@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -143,6 +144,7 @@ func checkNotMounted(dir string) error {
 // state after a pull.
 func localCtimes(root string) (map[string]int64, error) {
 	out := map[string]int64{}
+	now := time.Now()
 	err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -155,7 +157,7 @@ func localCtimes(root string) (map[string]int64, error) {
 		if rel == "." {
 			rel = ""
 		}
-		out[filepath.ToSlash(rel)] = st.Ctim.Nano()
+		out[filepath.ToSlash(rel)] = stableCtime(st.Ctim.Nano(), now)
 		return nil
 	})
 	if err != nil {

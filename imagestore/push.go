@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -60,6 +62,7 @@ type pusher struct {
 	trust  map[string]int64 // ctimes of the last push, if usable
 	ctimes map[string]int64
 	links  map[devIno]uint64 // local hard-linked inode -> its Strata inode
+	start  time.Time
 	res    PushResult
 }
 
@@ -83,7 +86,7 @@ func (s *Store) Push(ctx context.Context, name, node, dir string) (*PushResult, 
 	if err != nil {
 		return nil, err
 	}
-	p := &pusher{s: s, ctx: ctx, ctimes: map[string]int64{}, links: map[devIno]uint64{}}
+	p := &pusher{s: s, ctx: ctx, ctimes: map[string]int64{}, links: map[devIno]uint64{}, start: time.Now()}
 	if st := loadState(dir); old != nil && st != nil && st.Overlay == name && st.Node == node && st.Generation != "" && st.Generation == s.generation(ctx, sub.GetIno()) {
 		p.trust = st.Ctimes
 	}
@@ -233,9 +236,22 @@ func (p *pusher) syncDir(rel, local string, dst *stratapb.Attr) (bool, error) {
 // records the ctime for the next.
 func (p *pusher) unchanged(rel string, st *unix.Stat_t) bool {
 	ct := st.Ctim.Nano()
-	p.ctimes[rel] = ct
+	p.ctimes[rel] = stableCtime(ct, p.start)
 	old, ok := p.trust[rel]
 	return ok && old == ct
+}
+
+// racyWindow: a ctime this close to when it was recorded may not move on a
+// change made within the same clock tick (file system timestamps are
+// coarse, a few ms), so it is recorded as 0, "compare next time", as git
+// does with racily clean index entries.
+const racyWindow = 2 * time.Second
+
+func stableCtime(ct int64, recorded time.Time) int64 {
+	if ct > recorded.Add(-racyWindow).UnixNano() {
+		return 0
+	}
+	return ct
 }
 
 // syncEntry brings one entry of the Strata directory parent in line with
@@ -308,7 +324,8 @@ func (p *pusher) writeEntry(rel, local string, parent uint64, name string, have 
 	o := client.Owner{Uid: st.Uid, Gid: st.Gid}
 	typ := localType(st.Mode)
 	var err error
-	if have == nil {
+	created := have == nil
+	if created {
 		switch typ {
 		case stratapb.FileType_REGULAR:
 			have, _, err = p.s.cl.CreateAt(p.ctx, parent, name, st.Mode&0o7777, o, client.CreateOptions{Exclusive: true})
@@ -324,13 +341,50 @@ func (p *pusher) writeEntry(rel, local string, parent uint64, name string, have 
 			return nil, fmt.Errorf("create %s: %w", rel, err)
 		}
 	}
-	if typ == stratapb.FileType_REGULAR && (have.GetSize() != uint64(st.Size) || have.GetMtimeNs() != st.Mtim.Nano() || st.Size > 0 && have.GetSize() == 0) {
+	dataDiff := typ == stratapb.FileType_REGULAR && (have.GetSize() != uint64(st.Size) || have.GetMtimeNs() != st.Mtim.Nano())
+	if !created {
+		same, err := p.sameAttrs(have, local, st)
+		if err != nil || same && !dataDiff {
+			return have, err // compared equal: nothing to send
+		}
+	}
+	if dataDiff {
 		if err := p.writeData(rel, local, have.GetIno()); err != nil {
 			return nil, err
 		}
 	}
 	p.res.Written++
 	return have, p.setAttrs(have, local, st, true)
+}
+
+// sameAttrs reports whether the saved entry has the local file's mode,
+// owner, mtime and xattrs.
+func (p *pusher) sameAttrs(have *stratapb.Attr, local string, st *unix.Stat_t) (bool, error) {
+	if have.GetUid() != st.Uid || have.GetGid() != st.Gid || have.GetMtimeNs() != st.Mtim.Nano() {
+		return false, nil
+	}
+	if localType(st.Mode) != stratapb.FileType_SYMLINK && have.GetMode() != st.Mode&0o7777 {
+		return false, nil
+	}
+	want, err := readXattrs(local)
+	if err != nil {
+		return false, err
+	}
+	names, err := p.s.cl.ListXattr(p.ctx, have.GetIno())
+	if err != nil || len(names) != len(want) {
+		return false, err
+	}
+	for _, n := range names {
+		w, ok := want[n]
+		if !ok {
+			return false, nil
+		}
+		v, err := p.s.cl.GetXattr(p.ctx, have.GetIno(), n)
+		if err != nil || !bytes.Equal(v, w) {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 func (p *pusher) writeData(rel, local string, ino uint64) error {
