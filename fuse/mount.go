@@ -160,6 +160,12 @@ const rootIno = 1
 
 func (m *FS) fsOptions() *fs.Options {
 	at, et, neg := m.opts.AttrTimeout, m.opts.EntryTimeout, time.Duration(0)
+	if m.opts.ReadOnly {
+		// Nothing appears in a read-only mount of an immutable image, so
+		// "no such file" may be cached too (the loader and PATH searches
+		// probe many missing names).
+		neg = et
+	}
 	mo := gofuse.MountOptions{
 		AllowOther:   m.opts.AllowOther,
 		MaxWrite:     m.opts.MaxWrite,
