@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -36,6 +37,17 @@ func TestImportKeepsEverything(t *testing.T) {
 			t.Errorf("%s differs from the source\n--- image:\n%s\n--- source:\n%s", ref, got, want)
 		}
 	}
+	// The progress bar, on a tarball (whose size is known).
+	var bar bytes.Buffer
+	tb, err := OpenSource(sources["test:gz"])
+	must(t, err)
+	_, err = s.Import(context.Background(), mustRef(t, "test:progress"), tb, ImportOptions{Progress: &bar})
+	tb.Close()
+	must(t, err)
+	if !strings.Contains(bar.String(), "100%") || !strings.Contains(bar.String(), " files, ") {
+		t.Errorf("progress bar: %q", bar.String())
+	}
+	sources["test:progress"] = ""
 	imgs, err := s.List(context.Background())
 	must(t, err)
 	if len(imgs) != len(sources) {
