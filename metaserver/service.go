@@ -137,7 +137,22 @@ func (s *Server) GetChunks(ctx context.Context, r *stratapb.GetChunksRequest) (r
 		resp, e = st.getChunks(r)
 		return e
 	})
+	if err == nil && !r.GetHeader().GetStaleOk() {
+		s.hideDownServers(resp)
+	}
 	return resp, err
+}
+
+// hideDownServers leaves out the addresses of dataservers that are down:
+// a reader then treats their shards as unavailable at once instead of
+// waiting for a connection to time out.
+func (s *Server) hideDownServers(resp *stratapb.GetChunksResponse) {
+	now := time.Now()
+	for id := range resp.ServerAddrs {
+		if h, ok := s.live.get(id); ok && now.Sub(h.last) > s.cfg.DataServerGrace {
+			delete(resp.ServerAddrs, id)
+		}
+	}
 }
 
 func (s *Server) GetXattr(ctx context.Context, r *stratapb.GetXattrRequest) (resp *stratapb.GetXattrResponse, err error) {
@@ -254,6 +269,9 @@ func (s *Server) ReportBadShard(ctx context.Context, r *stratapb.ReportBadShardR
 }
 
 func (s *Server) RegisterDataServer(ctx context.Context, r *stratapb.RegisterDataServerRequest) (*stratapb.RegisterDataServerResponse, error) {
+	if err := s.checkIdentity(r); err != nil {
+		return nil, err
+	}
 	cmd := &stratapb.RegisterDataServerCommand{Uuid: r.Uuid, Addr: r.Addr, Labels: r.Labels}
 	resp, err := mutate[*stratapb.RegisterDataServerResponse](ctx, s, CmdRegisterDataServer, nil, cmd)
 	if err != nil {
@@ -321,7 +339,9 @@ func (s *Server) ClusterStatus(ctx context.Context, r *stratapb.ClusterStatusReq
 			})
 		}
 		for id, ds := range st.servers {
-			resp.Dataservers = append(resp.Dataservers, s.dsStatus(id, ds, now))
+			d := s.dsStatus(id, ds, now)
+			d.Lost, d.Draining = st.heal.lost[id], st.heal.draining[id]
+			resp.Dataservers = append(resp.Dataservers, d)
 		}
 		resp.Inodes, resp.Chunks, resp.LogicalBytes = uint64(len(st.inodes)), st.chunkCount, st.logical
 		return nil

@@ -50,6 +50,7 @@ func (s *state) clone() *state {
 	c.members = maps.Clone(s.members)
 	c.badShards = maps.Clone(s.badShards)
 	c.garbage = slices.Clone(s.garbage)
+	c.heal = s.heal.clone()
 	d := *s.dedup
 	d.fifo = s.dedup.live()
 	d.head = 0
@@ -132,6 +133,9 @@ func (s *state) writeSnapshot(w io.Writer) error {
 		if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_Garbage{Garbage: r}}); err != nil {
 			return err
 		}
+	}
+	if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_Heal{Heal: s.heal.snapshot()}}); err != nil {
+		return err
 	}
 	for _, e := range s.dedup.live() {
 		r, err := dedupRecord(e)
@@ -249,6 +253,8 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		s.garbage = append(s.garbage, garbageChunk{id: r.Garbage.ChunkId, servers: r.Garbage.Servers, at: r.Garbage.AtNs})
 	case *stratapb.SnapshotRecord_Dedup:
 		return s.restoreDedup(r.Dedup)
+	case *stratapb.SnapshotRecord_Heal:
+		s.restoreHeal(r.Heal)
 	default:
 		return fmt.Errorf("%w: unknown record", ErrBadSnapshot)
 	}

@@ -840,6 +840,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Dedup
 	//	*SnapshotRecord_BadShard
 	//	*SnapshotRecord_Garbage
+	//	*SnapshotRecord_Heal
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -945,6 +946,15 @@ func (x *SnapshotRecord) GetGarbage() *SnapshotGarbage {
 	return nil
 }
 
+func (x *SnapshotRecord) GetHeal() *SnapshotHealState {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Heal); ok {
+			return x.Heal
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -977,6 +987,10 @@ type SnapshotRecord_Garbage struct {
 	Garbage *SnapshotGarbage `protobuf:"bytes,7,opt,name=garbage,proto3,oneof"`
 }
 
+type SnapshotRecord_Heal struct {
+	Heal *SnapshotHealState `protobuf:"bytes,20,opt,name=heal,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -991,11 +1005,17 @@ func (*SnapshotRecord_BadShard) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Garbage) isSnapshotRecord_Rec() {}
 
+func (*SnapshotRecord_Heal) isSnapshotRecord_Rec() {}
+
 // GCDoneCommand tells the FSM that the shards of these garbage chunks were
 // deleted from the dataservers (or that their servers are gone for good).
 type GCDoneCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChunkIds      []uint64               `protobuf:"varint,1,rep,packed,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ChunkIds []uint64               `protobuf:"varint,1,rep,packed,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
+	// When set (one per chunk id): the garbage entry's at_ns, so that of two
+	// entries of one chunk (a repaired shard's old copy, then the whole chunk
+	// when its file is deleted) only the one collected is forgotten.
+	AtNs          []int64 `protobuf:"varint,20,rep,packed,name=at_ns,json=atNs,proto3" json:"at_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1037,11 +1057,18 @@ func (x *GCDoneCommand) GetChunkIds() []uint64 {
 	return nil
 }
 
+func (x *GCDoneCommand) GetAtNs() []int64 {
+	if x != nil {
+		return x.AtNs
+	}
+	return nil
+}
+
 var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
 const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\"t\n" +
+	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/heal.proto\"t\n" +
 	"\x0fCommandEnvelope\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x15\n" +
 	"\x06now_ns\x18\x02 \x01(\x03R\x05nowNs\x12\x18\n" +
@@ -1117,7 +1144,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xa7\x03\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xdb\x03\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -1128,10 +1155,12 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"metaMember\x120\n" +
 	"\x05dedup\x18\x05 \x01(\v2\x18.strata.v1.SnapshotDedupH\x00R\x05dedup\x12:\n" +
 	"\tbad_shard\x18\x06 \x01(\v2\x1b.strata.v1.SnapshotBadShardH\x00R\bbadShard\x126\n" +
-	"\agarbage\x18\a \x01(\v2\x1a.strata.v1.SnapshotGarbageH\x00R\agarbageB\x05\n" +
-	"\x03rec\",\n" +
+	"\agarbage\x18\a \x01(\v2\x1a.strata.v1.SnapshotGarbageH\x00R\agarbage\x122\n" +
+	"\x04heal\x18\x14 \x01(\v2\x1c.strata.v1.SnapshotHealStateH\x00R\x04healB\x05\n" +
+	"\x03rec\"A\n" +
 	"\rGCDoneCommand\x12\x1b\n" +
-	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIdsB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
+	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIds\x12\x13\n" +
+	"\x05at_ns\x18\x14 \x03(\x03R\x04atNsB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
 
 var (
 	file_stratapb_fsm_proto_rawDescOnce sync.Once
@@ -1170,6 +1199,7 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*Attr)(nil),                      // 20: strata.v1.Attr
 	(*Chunk)(nil),                     // 21: strata.v1.Chunk
 	(*DirEntry)(nil),                  // 22: strata.v1.DirEntry
+	(*SnapshotHealState)(nil),         // 23: strata.v1.SnapshotHealState
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
 	18, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
@@ -1188,11 +1218,12 @@ var file_stratapb_fsm_proto_depIdxs = []int32{
 	9,  // 13: strata.v1.SnapshotRecord.dedup:type_name -> strata.v1.SnapshotDedup
 	11, // 14: strata.v1.SnapshotRecord.bad_shard:type_name -> strata.v1.SnapshotBadShard
 	10, // 15: strata.v1.SnapshotRecord.garbage:type_name -> strata.v1.SnapshotGarbage
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 16: strata.v1.SnapshotRecord.heal:type_name -> strata.v1.SnapshotHealState
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1201,6 +1232,7 @@ func file_stratapb_fsm_proto_init() {
 		return
 	}
 	file_stratapb_meta_proto_init()
+	file_stratapb_heal_proto_init()
 	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
@@ -1209,6 +1241,7 @@ func file_stratapb_fsm_proto_init() {
 		(*SnapshotRecord_Dedup)(nil),
 		(*SnapshotRecord_BadShard)(nil),
 		(*SnapshotRecord_Garbage)(nil),
+		(*SnapshotRecord_Heal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
