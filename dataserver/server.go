@@ -48,8 +48,8 @@ type Config struct {
 	// start of one full pass to the next (0: default).
 	ScrubRate     int64
 	ScrubInterval time.Duration
-	Logger            *slog.Logger
-	Registerer        prometheus.Registerer // nil: no metrics registration
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer // nil: no metrics registration
 	// Listener, when set, is used instead of listening on ListenAddr
 	// (which must still name it); the server closes it. Tests hold their
 	// ports this way.

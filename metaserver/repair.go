@@ -354,4 +354,3 @@ func (m *rateMeter) perSecond() float64 {
 	span := max(now.Sub(m.samples[0].at), time.Second)
 	return float64(sum) / span.Seconds()
 }
-
