@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -156,4 +157,16 @@ func (s *Server) AuditNow() {
 	case s.audit.trigger <- struct{}{}:
 	default:
 	}
+}
+
+// transportFailure tells a client's report of an unreachable server (the
+// reasons the client writes for Unavailable, DeadlineExceeded, Canceled)
+// from one of a missing or corrupt shard.
+func transportFailure(reason string) bool {
+	for _, p := range []string{"unavailable", "timed out", "canceled"} {
+		if strings.HasPrefix(reason, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -78,10 +78,12 @@ func (s *state) classify(c *chunk, alive map[uint32]bool, out []shardState) []sh
 		_, known := s.servers[id]
 		b, bad := s.badShards[shardRef{c.id, uint32(i)}]
 		switch {
-		case id == 0 || !known || s.heal.lost[id] || bad && b.server == id:
+		case id == 0 || !known || s.heal.lost[id]:
 			out = append(out, shardMissing)
 		case !alive[id]:
-			out = append(out, shardDown)
+			out = append(out, shardDown) // a report about it waits too
+		case bad && b.server == id:
+			out = append(out, shardMissing)
 		case s.heal.draining[id]:
 			out = append(out, shardDraining)
 		default:

@@ -263,6 +263,12 @@ func (s *Server) placementErr(err error) error {
 }
 
 func (s *Server) ReportBadShard(ctx context.Context, r *stratapb.ReportBadShardRequest) (*stratapb.ReportBadShardResponse, error) {
+	if transportFailure(r.Reason) {
+		// The server could not be reached: that is liveness's business
+		// (down, then lost after the repair delay), not the shard's.
+		s.log.Debug("unreachable shard reported; left to liveness", "chunk", r.ChunkId, "shard", r.ShardIndex, "server", r.ServerId)
+		return &stratapb.ReportBadShardResponse{}, nil
+	}
 	cmd := &stratapb.ReportBadShardCommand{ChunkId: r.ChunkId, ShardIndex: r.ShardIndex, ServerId: r.ServerId, Reason: r.Reason}
 	s.log.Warn("bad shard reported", "chunk", r.ChunkId, "shard", r.ShardIndex, "server", r.ServerId, "reason", r.Reason)
 	return mutate[*stratapb.ReportBadShardResponse](ctx, s, CmdReportBadShard, r.Header, cmd)

@@ -1,0 +1,198 @@
+package metaserver_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/testcluster"
+	"github.com/strata-hpc/strata/proto/stratapb"
+)
+
+// The self-healing tests run a real cluster (internal/testcluster: raft
+// metaservers on disk, dataservers with shard files on disk, gRPC over
+// loopback) and a real client; faults are real too: servers stopped,
+// shard files deleted or overwritten on disk.
+
+// healEnv is one test's cluster, client and the files that must read back.
+type healEnv struct {
+	t     *testing.T
+	cl    *testcluster.Cluster
+	c     *client.Client
+	files map[string][]byte
+}
+
+// healPolicy: 4+2 with 1 MiB chunks, so that a few MiB make many stripes.
+func healPolicy() *stratapb.StripePolicy {
+	return &stratapb.StripePolicy{DataShards: 4, ParityShards: 2, ChunkSize: 1 << 20, SmallThreshold: 4 << 10}
+}
+
+func newHealEnv(t *testing.T, opts testcluster.Options) *healEnv {
+	t.Helper()
+	if opts.Policy == nil {
+		opts.Policy = healPolicy()
+	}
+	if opts.Meta == 0 {
+		opts.Meta = 3
+	}
+	cl := testcluster.New(t, opts)
+	c, err := client.New(client.Config{MetaAddrs: cl.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &healEnv{t: t, cl: cl, c: c, files: map[string][]byte{}}
+}
+
+func hctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func randData(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+// write puts files of size bytes each until total bytes are written.
+func (e *healEnv) write(prefix string, total, size int) {
+	e.t.Helper()
+	for i := 0; i*size < total; i++ {
+		p := fmt.Sprintf("/%s-%03d", prefix, i)
+		data := randData(size, uint64(len(e.files)+1)*7919+uint64(i))
+		e.put(p, data)
+	}
+}
+
+func (e *healEnv) put(p string, data []byte) {
+	e.t.Helper()
+	if _, err := e.c.Put(hctx(e.t), p, bytes.NewReader(data), client.PutOptions{}); err != nil {
+		e.t.Fatalf("put %s: %v", p, err)
+	}
+	e.files[p] = data
+}
+
+// verify reads every file back and compares it byte for byte.
+func (e *healEnv) verify() {
+	e.t.Helper()
+	for p, want := range e.files {
+		var got bytes.Buffer
+		if _, err := e.c.Get(hctx(e.t), p, &got); err != nil {
+			e.t.Fatalf("get %s: %v", p, err)
+		}
+		if !bytes.Equal(got.Bytes(), want) {
+			e.t.Fatalf("%s: read back %d bytes that differ from the %d written", p, got.Len(), len(want))
+		}
+	}
+}
+
+// leader returns the ready leader's server.
+func (e *healEnv) leader() int { return e.cl.WaitLeader() }
+
+func (e *healEnv) status() *stratapb.RepairStatusResponse {
+	e.t.Helper()
+	st, err := e.c.RepairStatus(hctx(e.t))
+	if err != nil {
+		e.t.Fatalf("repair status: %v", err)
+	}
+	return st
+}
+
+// chunks lists every chunk of every file, as the leader has them.
+func (e *healEnv) chunks() []*stratapb.Chunk {
+	e.t.Helper()
+	var out []*stratapb.Chunk
+	for p := range e.files {
+		a, err := e.c.Stat(hctx(e.t), p)
+		if err != nil {
+			e.t.Fatalf("stat %s: %v", p, err)
+		}
+		l := e.leader()
+		resp, err := e.cl.Meta[l].Srv.GetChunks(hctx(e.t), &stratapb.GetChunksRequest{Ino: a.Ino})
+		if err != nil {
+			return nil // leader changed under us: the caller polls again
+		}
+		out = append(out, resp.Chunks...)
+	}
+	return out
+}
+
+// stripesOK reports whether every stripe has width distinct placed shards,
+// none on a server in bad, and the scheduler has nothing queued.
+func (e *healEnv) stripesOK(bad map[uint32]bool, width int) (bool, string) {
+	chunks := e.chunks()
+	if chunks == nil {
+		return false, "no chunks read"
+	}
+	for _, ch := range chunks {
+		seen := map[uint32]bool{}
+		placed := 0
+		for _, id := range ch.Servers {
+			if id == 0 || bad[id] || seen[id] {
+				continue
+			}
+			seen[id] = true
+			placed++
+		}
+		if placed < width {
+			return false, fmt.Sprintf("chunk %d: %d of %d shards placed well (servers %v)", ch.Id, placed, width, ch.Servers)
+		}
+	}
+	return true, ""
+}
+
+// waitStripes waits until stripesOK holds.
+func (e *healEnv) waitStripes(bad map[uint32]bool, width int, timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var why string
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, why = e.stripesOK(bad, width); ok {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.t.Fatalf("stripes not repaired within %v: %s (status %v)", timeout, why, e.status())
+}
+
+// waitCond polls cond until it holds or the timeout ends.
+func waitCond(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", timeout, what)
+}
+
+func (e *healEnv) dataID(i int) uint32 {
+	e.t.Helper()
+	var id uint32
+	waitCond(e.t, 30*time.Second, "dataserver id", func() bool {
+		if s := e.cl.Data[i].Srv; s != nil {
+			id = s.ID()
+		}
+		return id != 0
+	})
+	return id
+}
+
+func bigRun() bool { return os.Getenv("STRATA_HEAL_BIG") != "" }
