@@ -83,6 +83,9 @@ type Config struct {
 	RepairInterval time.Duration
 	AuditInterval  time.Duration
 	OrphanGrace    time.Duration
+	// NoRepair keeps the repair scheduler (repair, drain, rebalance) idle:
+	// for tests of other parts that inspect where shards are.
+	NoRepair bool
 
 	DefaultPolicy *stratapb.StripePolicy
 

@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -11,6 +16,8 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/crc32c"
 	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -38,6 +45,7 @@ func newHealEnv(t *testing.T, opts testcluster.Options) *healEnv {
 	if opts.Policy == nil {
 		opts.Policy = healPolicy()
 	}
+	opts.Heal = true
 	if opts.Meta == 0 {
 		opts.Meta = 3
 	}
@@ -196,3 +204,86 @@ func (e *healEnv) dataID(i int) uint32 {
 }
 
 func bigRun() bool { return os.Getenv("STRATA_HEAL_BIG") != "" }
+
+// shardFile is one shard file on a dataserver's disk.
+type shardFile struct {
+	data  int // index in cl.Data
+	chunk uint64
+	index uint32
+	path  string
+}
+
+// shardFiles lists the shard files on every dataserver's disks.
+func (e *healEnv) shardFiles() []shardFile {
+	e.t.Helper()
+	var out []shardFile
+	for i, d := range e.cl.Data {
+		for _, dir := range d.Cfg.Dirs {
+			err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+				if err != nil || de.IsDir() {
+					return nil
+				}
+				id, idx, ok := strings.Cut(de.Name(), ".")
+				if !ok || len(id) != 16 {
+					return nil
+				}
+				c, err1 := strconv.ParseUint(id, 16, 64)
+				x, err2 := strconv.ParseUint(idx, 10, 32)
+				if err1 == nil && err2 == nil {
+					out = append(out, shardFile{data: i, chunk: c, index: uint32(x), path: p})
+				}
+				return nil
+			})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].path < out[j].path })
+	return out
+}
+
+// corrupt overwrites the last bytes of a shard file (its data, so that a
+// block checksum fails).
+func corruptFile(t testing.TB, p string) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte{0xA5}, 64)
+	if _, err := f.WriteAt(junk, fi.Size()-int64(len(junk))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// placedOn reports which server the leader's metadata places shard index
+// of chunk on (0 if the chunk is unknown).
+func placedOn(chunks []*stratapb.Chunk, chunk uint64, index uint32) uint32 {
+	for _, c := range chunks {
+		if c.Id == chunk {
+			return c.Servers[index]
+		}
+	}
+	return 0
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+func dataserverKey(chunk uint64, index uint32) dataserver.Key {
+	return dataserver.Key{ChunkID: chunk, Index: index}
+}
+
+func crcOf(b []byte) uint32 { return crc32c.Checksum(b) }
+
+func removeFile(t testing.TB, p string) {
+	t.Helper()
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+}

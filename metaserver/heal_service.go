@@ -160,10 +160,11 @@ func (s *Server) AuditNow() {
 }
 
 // transportFailure tells a client's report of an unreachable server (the
-// reasons the client writes for Unavailable, DeadlineExceeded, Canceled)
+// reasons the client writes for Unavailable, DeadlineExceeded, Canceled,
+// and for a server the leader left out of a chunk list because it is down)
 // from one of a missing or corrupt shard.
 func transportFailure(reason string) bool {
-	for _, p := range []string{"unavailable", "timed out", "canceled"} {
+	for _, p := range []string{"unavailable", "timed out", "canceled", "no address known"} {
 		if strings.HasPrefix(reason, p) {
 			return true
 		}

@@ -124,6 +124,10 @@ func (s *state) commitRepair(now int64, r *stratapb.CommitRepairCommand) (*strat
 		return nil, errnof(syscall.EINVAL, "chunk %d has no shard %d", r.ChunkId, r.ShardIndex)
 	case c.servers[r.ShardIndex] != r.ExpectServer:
 		return nil, errnof(syscall.ESTALE, "shard %d of chunk %d moved to server %d", r.ShardIndex, r.ChunkId, c.servers[r.ShardIndex])
+	case r.NewServer == r.ExpectServer:
+		// Rebuilt in place (no other server could take it).
+		delete(s.badShards, shardRef{r.ChunkId, r.ShardIndex})
+		return &stratapb.CommitRepairResponse{}, nil
 	case slices.Contains(c.servers, r.NewServer):
 		return nil, errnof(syscall.EEXIST, "server %d already holds a shard of chunk %d", r.NewServer, r.ChunkId)
 	}

@@ -69,7 +69,7 @@ func (s *Server) writable(st *state, now time.Time) (out []candidate, alive int)
 			continue
 		}
 		alive++
-		if h.readOnly {
+		if h.readOnly || st.heal.draining[id] || st.heal.lost[id] {
 			continue
 		}
 		fill := 1.0

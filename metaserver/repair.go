@@ -22,6 +22,7 @@ type repairer struct {
 	mu       sync.Mutex
 	last     *scanResult
 	inflight map[shardRef]bool
+	backoff  map[shardRef]time.Time // failed tasks wait until then
 	done     chan struct{} // a task finished
 
 	repairedShards, repairedBytes atomic.Uint64
@@ -30,14 +31,14 @@ type repairer struct {
 }
 
 func newRepairer(s *Server) *repairer {
-	return &repairer{s: s, bucket: newTokenBucket(), inflight: map[shardRef]bool{}, done: make(chan struct{}, 1)}
+	return &repairer{s: s, bucket: newTokenBucket(), inflight: map[shardRef]bool{}, backoff: map[shardRef]time.Time{}, done: make(chan struct{}, 1)}
 }
 
 // run scans and dispatches while this server leads.
 func (r *repairer) run(ctx context.Context) {
 	for {
 		wait := r.s.cfg.RepairInterval
-		if r.s.IsLeader() {
+		if r.s.IsLeader() && !r.s.cfg.NoRepair {
 			if busy := r.round(ctx); busy {
 				wait = min(wait, 250*time.Millisecond)
 			}
@@ -49,6 +50,12 @@ func (r *repairer) run(ctx context.Context) {
 			return
 		case <-r.done:
 		case <-time.After(wait):
+		}
+		// A short pause so that a burst of finished tasks costs one scan.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -109,9 +116,10 @@ func (r *repairer) round(ctx context.Context) bool {
 func (r *repairer) claim(t repairTask, conc int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.inflight[t.ref()] || len(r.inflight) >= conc {
+	if r.inflight[t.ref()] || len(r.inflight) >= conc || time.Now().Before(r.backoff[t.ref()]) {
 		return false
 	}
+	delete(r.backoff, t.ref())
 	r.inflight[t.ref()] = true
 	return true
 }
@@ -126,6 +134,19 @@ func (r *repairer) release(t repairTask) {
 	}
 }
 
+// failedTask makes t wait a while before it is tried again, so that a
+// shard that cannot be rebuilt now (no server can take it, sources down)
+// does not spin the scheduler.
+func (r *repairer) failedTask(t repairTask) {
+	r.failed.Add(1)
+	r.mu.Lock()
+	r.backoff[t.ref()] = time.Now().Add(time.Second)
+	if len(r.backoff) > 1<<16 {
+		clear(r.backoff)
+	}
+	r.mu.Unlock()
+}
+
 func (r *repairer) inFlight() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -137,7 +158,7 @@ func (r *repairer) execute(ctx context.Context, t repairTask, placed map[uint32]
 	log := r.s.log.With("chunk", t.chunkID, "shard", t.shard, "from", t.from, "kind", t.kind.String())
 	plan, err := r.s.planRebuild(t, placed)
 	if err != nil {
-		r.failed.Add(1)
+		r.failedTask(t)
 		log.Debug("cannot plan repair", "err", err)
 		return
 	}
@@ -148,15 +169,15 @@ func (r *repairer) execute(ctx context.Context, t repairTask, placed map[uint32]
 		_, err = stratapb.NewRepairClient(cc).RebuildShard(cctx, &stratapb.RebuildShardRequest{Chunk: plan.chunk, Index: t.shard, Sources: plan.sources})
 	}
 	if err != nil {
-		r.failed.Add(1)
+		r.failedTask(t)
 		log.Warn("rebuild failed", "target", plan.target, "err", err)
 		return
 	}
 	cmd := &stratapb.CommitRepairCommand{Ino: t.ino, ChunkIndex: t.chunkIndex, ChunkId: t.chunkID, ShardIndex: t.shard, ExpectServer: t.from, NewServer: plan.target}
 	if _, err := r.s.applyCmd(ctx, CmdCommitRepair, nil, cmd); err != nil {
-		r.failed.Add(1)
-		log.Info("repair not committed; removing the rebuilt copy", "target", plan.target, "err", err)
-		if rpcerr.ErrnoOf(err) != 0 { // the stripe changed: the copy is surplus
+		r.failedTask(t)
+		log.Info("repair not committed", "target", plan.target, "err", err)
+		if rpcerr.ErrnoOf(err) != 0 && plan.target != t.from { // the stripe changed: the copy is surplus
 			r.s.deleteShard(ctx, plan.targetAddr, t.chunkID, t.shard)
 		}
 		return
@@ -222,11 +243,17 @@ func (s *Server) planRebuild(t repairTask, placed map[uint32]uint64) (rebuildPla
 				best, bestKey = ci, key
 			}
 		}
-		if best < 0 {
-			return errors.New("no server can take the shard")
+		if best >= 0 {
+			p.target, p.targetAddr = cands[best].id, cands[best].addr
+			return nil
 		}
-		p.target, p.targetAddr = cands[best].id, cands[best].addr
-		return nil
+		// No other server can take it (as many servers as shards): a bad
+		// or missing shard on a live server is rebuilt where it was.
+		if t.kind == taskRepair && t.from != 0 && alive[t.from] && !st.heal.lost[t.from] && !st.heal.draining[t.from] {
+			p.target, p.targetAddr = t.from, st.servers[t.from].addr
+			return nil
+		}
+		return errors.New("no server can take the shard")
 	})
 	return p, err
 }
@@ -271,7 +298,7 @@ func (s *Server) deleteShard(ctx context.Context, addr string, chunkID uint64, i
 }
 
 // tokenBucket limits repair bandwidth. The burst is a quarter second of
-// rate (at least 8 MiB, so one shard always fits).
+// rate; a shard larger than that waits for a full bucket and overdraws it.
 type tokenBucket struct {
 	mu     sync.Mutex
 	rate   float64
@@ -287,7 +314,7 @@ func (b *tokenBucket) setRate(r uint64) {
 	b.mu.Unlock()
 }
 
-func (b *tokenBucket) burst() float64 { return max(b.rate/4, 8<<20) }
+func (b *tokenBucket) burst() float64 { return max(b.rate/4, 64<<10) }
 
 // wait takes n tokens, sleeping until they are there.
 func (b *tokenBucket) wait(ctx context.Context, n uint64) error {

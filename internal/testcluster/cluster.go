@@ -39,6 +39,10 @@ type Options struct {
 	// ServiceIP, when set, is a loopback address (127.x.y.z) that the
 	// leader serves on, at a port the harness picks (Cluster.ServiceAddr).
 	ServiceIP string
+	// Heal runs the repair scheduler (repair, drain, rebalance); off by
+	// default, so that tests of other parts see shards stay where they
+	// were written.
+	Heal bool
 	// RepairDelay, when set, is how long a silent dataserver waits before
 	// it is declared lost and repaired (default: the metaserver's 10 min,
 	// so that tests which kill dataservers see no repair). AuditInterval
@@ -189,6 +193,7 @@ func (c *Cluster) startMetas() {
 		cfg.GCGrace = time.Second
 		cfg.RepairDelay = c.opts.RepairDelay
 		cfg.RepairInterval = 200 * time.Millisecond
+		cfg.NoRepair = !c.opts.Heal
 		cfg.AuditInterval, cfg.OrphanGrace = c.opts.AuditInterval, c.opts.OrphanGrace
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
