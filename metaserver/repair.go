@@ -23,7 +23,7 @@ type repairer struct {
 	last     *scanResult
 	inflight map[shardRef]bool
 	backoff  map[shardRef]time.Time // failed tasks wait until then
-	done     chan struct{} // a task finished
+	done     chan struct{}          // a task finished
 
 	repairedShards, repairedBytes atomic.Uint64
 	failed                        atomic.Uint64
