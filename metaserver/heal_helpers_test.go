@@ -287,3 +287,7 @@ func removeFile(t testing.TB, p string) {
 		t.Fatal(err)
 	}
 }
+
+func registerReq(uuid, addr string) *stratapb.RegisterDataServerRequest {
+	return &stratapb.RegisterDataServerRequest{Uuid: strings.TrimSpace(uuid), Addr: addr}
+}
