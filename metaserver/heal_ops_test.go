@@ -233,3 +233,36 @@ func TestHealReturnBeforeAndAfterDelay(t *testing.T) {
 	t.Logf("returned server held %d shards, all collected", before)
 	e.verify()
 }
+
+// TestHealSpreadsZones: 9 dataservers in 3 zones; new stripes put 2 shards
+// in each zone, and after a server dies its shards are rebuilt so that no
+// zone holds more than 2 shards of a stripe (losing a zone loses 2 of 6).
+func TestHealSpreadsZones(t *testing.T) {
+	zone := func(i int) string { return string(rune('a' + i%3)) }
+	e := newHealEnv(t, testcluster.Options{Data: 9, RepairDelay: time.Second,
+		Labels: func(i int) map[string]string { return map[string]string{"zone": zone(i)} }})
+	e.write("z", 16<<20, 2<<20)
+	zoneOf := map[uint32]string{}
+	for i := range e.cl.Data {
+		zoneOf[e.dataID(i)] = zone(i)
+	}
+	check := func(when string) {
+		for _, ch := range e.chunks() {
+			per := map[string]int{}
+			for _, s := range ch.Servers {
+				per[zoneOf[s]]++
+			}
+			for z, n := range per {
+				if n > 2 {
+					t.Fatalf("%s: chunk %d has %d shards in zone %s (servers %v)", when, ch.Id, n, z, ch.Servers)
+				}
+			}
+		}
+	}
+	check("after writing")
+	victim := e.dataID(0)
+	e.cl.KillData(0)
+	e.waitStripes(map[uint32]bool{victim: true}, 6, 2*time.Minute)
+	check("after repair")
+	e.verify()
+}

@@ -220,26 +220,24 @@ func (s *Server) planRebuild(t repairTask, placed map[uint32]uint64) (rebuildPla
 		p.chunk = c.proto()
 		p.sources = map[uint32]string{}
 		states := st.classify(c, alive, nil)
-		used := map[string]bool{}
+		used := newDomainCount()
 		for j, id := range c.servers {
 			if j != int(t.shard) && (states[j] == shardOK || states[j] == shardDraining) {
 				p.sources[id] = st.servers[id].addr
-				used[domainOf(st.servers[id])] = true
+			}
+			if ds, ok := st.servers[id]; ok && j != int(t.shard) {
+				used.add(ds)
 			}
 		}
 		cands, _ := s.writable(st, now)
 		best := -1
-		bestKey := [2]uint64{}
+		var bestKey [4]uint64
 		for ci, cd := range cands {
-			ds := st.servers[cd.id]
-			if slicesContains(c.servers, cd.id) || st.heal.lost[cd.id] || st.heal.draining[cd.id] || t.to != 0 && cd.id != t.to {
+			if slicesContains(c.servers, cd.id) || t.to != 0 && cd.id != t.to {
 				continue
 			}
-			key := [2]uint64{0, placed[cd.id]}
-			if used[domainOf(ds)] {
-				key[0] = 1
-			}
-			if best < 0 || key[0] < bestKey[0] || key[0] == bestKey[0] && key[1] < bestKey[1] {
+			key := used.key(st.servers[cd.id], placed[cd.id])
+			if best < 0 || lessKey(key, bestKey) {
 				best, bestKey = ci, key
 			}
 		}
@@ -258,10 +256,34 @@ func (s *Server) planRebuild(t repairTask, placed map[uint32]uint64) (rebuildPla
 	return p, err
 }
 
-// domainOf is a server's failure domain: its most specific label, so that
-// two shards of a stripe avoid sharing a host, then a rack, then a zone.
-func domainOf(ds *dataServer) string {
-	return ds.labels["zone"] + "/" + ds.labels["rack"] + "/" + orDefault(ds.labels["host"], ds.addr)
+// domainCount counts the zones, racks and hosts a stripe already uses, so
+// that a rebuilt shard goes where it shares the fewest (then to the server
+// with the fewest placed bytes).
+type domainCount struct{ zones, racks, hosts map[string]uint64 }
+
+func newDomainCount() domainCount {
+	return domainCount{zones: map[string]uint64{}, racks: map[string]uint64{}, hosts: map[string]uint64{}}
+}
+
+func hostOf(ds *dataServer) string { return orDefault(ds.labels["host"], ds.addr) }
+
+func (d domainCount) add(ds *dataServer) {
+	d.zones[ds.labels["zone"]]++
+	d.racks[ds.labels["zone"]+"/"+ds.labels["rack"]]++
+	d.hosts[hostOf(ds)]++
+}
+
+func (d domainCount) key(ds *dataServer, placed uint64) [4]uint64 {
+	return [4]uint64{d.zones[ds.labels["zone"]], d.racks[ds.labels["zone"]+"/"+ds.labels["rack"]], d.hosts[hostOf(ds)], placed}
+}
+
+func lessKey(a, b [4]uint64) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
 }
 
 func orDefault(s, def string) string {

@@ -208,6 +208,9 @@ func (s *state) findMove(hi, lo uint32, alive map[uint32]bool, moved map[uint64]
 			if !healthy {
 				continue
 			}
+			if !s.keepsSpread(c, hi, lo) {
+				continue
+			}
 			for i, id := range c.servers {
 				if id == hi {
 					return repairTask{ino: n.ino, chunkIndex: c.index, chunkID: c.id, shard: uint32(i), from: hi, kind: taskRebalance,
@@ -226,4 +229,23 @@ func slicesContains(s []uint32, v uint32) bool {
 		}
 	}
 	return false
+}
+
+// keepsSpread reports whether moving c's shard from server from to server
+// to leaves no zone or rack with more shards of c than from's had.
+func (s *state) keepsSpread(c *chunk, from, to uint32) bool {
+	f, t := s.servers[from], s.servers[to]
+	if f == nil || t == nil {
+		return false
+	}
+	zones, racks := map[string]int{}, map[string]int{}
+	for _, id := range c.servers {
+		if ds := s.servers[id]; ds != nil {
+			zones[ds.labels["zone"]]++
+			racks[ds.labels["zone"]+"/"+ds.labels["rack"]]++
+		}
+	}
+	fz, tz := f.labels["zone"], t.labels["zone"]
+	fr, tr := fz+"/"+f.labels["rack"], tz+"/"+t.labels["rack"]
+	return (fz == tz || zones[tz]+1 <= zones[fz]-1) && (fr == tr || racks[tr]+1 <= racks[fr]-1)
 }

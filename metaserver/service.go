@@ -146,8 +146,13 @@ func (s *Server) GetChunks(ctx context.Context, r *stratapb.GetChunksRequest) (r
 // hideDownServers leaves out the addresses of dataservers that are down:
 // a reader then treats their shards as unavailable at once instead of
 // waiting for a connection to time out.
+// A leader too new to have heard every heartbeat hides nothing: its view
+// of who is down may be left over from an earlier term.
 func (s *Server) hideDownServers(resp *stratapb.GetChunksResponse) {
 	now := time.Now()
+	if now.Sub(time.Unix(0, s.leaderFrom.Load())) <= s.cfg.DataServerGrace {
+		return
+	}
 	for id := range resp.ServerAddrs {
 		if h, ok := s.live.get(id); ok && now.Sub(h.last) > s.cfg.DataServerGrace {
 			delete(resp.ServerAddrs, id)
