@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +35,9 @@ type healEnv struct {
 	cl    *testcluster.Cluster
 	c     *client.Client
 	files map[string][]byte
+	// lazy holds files too big to keep in memory (STRATA_HEAL_BIG): their
+	// content is generated again from the seed to compare.
+	lazy map[string][2]uint64 // path -> size, seed
 }
 
 // healPolicy: 4+2 with 1 MiB chunks, so that a few MiB make many stripes.
@@ -55,7 +60,7 @@ func newHealEnv(t *testing.T, opts testcluster.Options) *healEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &healEnv{t: t, cl: cl, c: c, files: map[string][]byte{}}
+	return &healEnv{t: t, cl: cl, c: c, files: map[string][]byte{}, lazy: map[string][2]uint64{}}
 }
 
 func hctx(t testing.TB) context.Context {
@@ -81,8 +86,13 @@ func (e *healEnv) write(prefix string, total, size int) {
 	e.t.Helper()
 	for i := 0; i*size < total; i++ {
 		p := fmt.Sprintf("/%s-%03d", prefix, i)
-		data := randData(size, uint64(len(e.files)+1)*7919+uint64(i))
+		seed := uint64(len(e.files)+len(e.lazy)+1)*7919 + uint64(i)
+		data := randData(size, seed)
 		e.put(p, data)
+		if bigRun() {
+			delete(e.files, p)
+			e.lazy[p] = [2]uint64{uint64(size), seed}
+		}
 	}
 }
 
@@ -97,7 +107,17 @@ func (e *healEnv) put(p string, data []byte) {
 // verify reads every file back and compares it byte for byte.
 func (e *healEnv) verify() {
 	e.t.Helper()
+	for p, spec := range e.lazy {
+		e.verifyOne(p, randData(int(spec[0]), spec[1]))
+	}
 	for p, want := range e.files {
+		e.verifyOne(p, want)
+	}
+}
+
+func (e *healEnv) verifyOne(p string, want []byte) {
+	e.t.Helper()
+	{
 		var got bytes.Buffer
 		if _, err := e.c.Get(hctx(e.t), p, &got); err != nil {
 			e.t.Fatalf("get %s: %v", p, err)
@@ -124,7 +144,11 @@ func (e *healEnv) status() *stratapb.RepairStatusResponse {
 func (e *healEnv) chunks() []*stratapb.Chunk {
 	e.t.Helper()
 	var out []*stratapb.Chunk
-	for p := range e.files {
+	paths := slices.Collect(maps.Keys(e.files))
+	for p := range e.lazy {
+		paths = append(paths, p)
+	}
+	for _, p := range paths {
 		a, err := e.c.Stat(hctx(e.t), p)
 		if err != nil {
 			e.t.Fatalf("stat %s: %v", p, err)
