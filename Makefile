@@ -25,6 +25,9 @@ dev: build
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# Self-healing at the issue's full size (2 GiB), without the race
+	# detector, which would make it take far too long on 2 cores.
+	STRATA_HEAL_BIG=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestHealKillThreeOneAtATime' ./metaserver
 
 # The same without the race detector: about three times faster.
 test-quick: deps

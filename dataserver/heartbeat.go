@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/rpcerr"
@@ -23,6 +24,12 @@ func (s *Server) newMetaConn() error {
 		return nil
 	}
 	opts := metaconn.Options{AttemptTimeout: s.callTimeout(), Logger: s.log}
+	// Redial a metaserver at least every second: with gRPC's default
+	// back-off (up to 2 min) a dataserver cut off for a few seconds could
+	// stay silent long after the network heals, and be declared lost.
+	bc := backoff.DefaultConfig
+	bc.MaxDelay = time.Second
+	opts.DialOptions = append(opts.DialOptions, grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second}))
 	if s.cfg.Net != nil {
 		opts.DialOptions = append(opts.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return s.cfg.Net.Dial(ctx, "tcp", addr)

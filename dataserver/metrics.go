@@ -21,6 +21,7 @@ type metrics struct {
 	bytesRead    prometheus.Counter
 	bytesWritten prometheus.Counter
 	all          []prometheus.Collector
+	heal         healCounters
 }
 
 const namespace = "strata_dataserver"
@@ -61,6 +62,7 @@ func newMetrics(st *Store) *metrics {
 			Namespace: namespace, Name: "used_bytes", Help: "Bytes of shard files on disk.",
 		}, stats(func(s StoreStats) uint64 { return s.BytesUsed })),
 	}
+	m.all = append(m.all, m.heal.collectors()...)
 	return m
 }
 

@@ -43,8 +43,13 @@ type Config struct {
 	BlockSize         int               // checksum block size, default 64 KiB
 	ReserveBytes      uint64            // kept free on each disk; default 64 MiB
 	MetricsAddr       string            // if set, serve Prometheus /metrics over HTTP here
-	Logger            *slog.Logger
-	Registerer        prometheus.Registerer // nil: no metrics registration
+	// ScrubRate is how many bytes per second the scrubber re-reads (0:
+	// default; negative: no scrubbing); ScrubInterval is the time from the
+	// start of one full pass to the next (0: default).
+	ScrubRate     int64
+	ScrubInterval time.Duration
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer // nil: no metrics registration
 	// Listener, when set, is used instead of listening on ListenAddr
 	// (which must still name it); the server closes it. Tests hold their
 	// ports this way.
@@ -120,6 +125,7 @@ type Server struct {
 	uuid     string
 	id       atomic.Uint32
 	pool     *bufPool // read buffers handed to gRPC (zerocopy.go)
+	peers    *peerConns
 
 	mu      sync.Mutex
 	started bool
@@ -150,6 +156,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BlockSize == 0 {
 		cfg.BlockSize = DefaultBlockSize
 	}
+	if cfg.ScrubRate == 0 {
+		cfg.ScrubRate = DefaultScrubRate
+	}
+	if cfg.ScrubInterval <= 0 {
+		cfg.ScrubInterval = DefaultScrubInterval
+	}
 	cfg.Labels = maps.Clone(cfg.Labels)
 	log := cfg.Logger
 	if log == nil {
@@ -162,7 +174,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}}
+	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}, peers: &peerConns{}}
 	if err := s.init(); err != nil {
 		st.Close()
 		return nil, err
@@ -231,6 +243,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.meta != nil {
 		s.wg.Go(func() { s.metaLoop(bg) })
 	}
+	if s.cfg.ScrubRate > 0 {
+		s.wg.Go(func() { s.scrubLoop(bg) })
+	}
 	s.log.Info("dataserver started", "addr", s.addr, "advertise", s.advertiseAddr(), "metrics", s.cfg.MetricsAddr)
 	if host, _, _ := net.SplitHostPort(s.advertiseAddr()); len(s.cfg.MetaAddrs) > 0 && net.ParseIP(host).IsUnspecified() {
 		s.log.Warn("advertising a wildcard address that other hosts cannot dial; set AdvertiseAddr", "addr", s.advertiseAddr())
@@ -277,6 +292,7 @@ func (s *Server) serveGRPC() {
 		grpc.ForceServerCodecV2(newServerCodec()),
 	)
 	stratapb.RegisterDataServer(s.grpc, &service{store: s.store, m: s.metrics})
+	stratapb.RegisterRepairServer(s.grpc, &repairService{srv: s, peers: s.peers})
 	lis := s.lis
 	s.wg.Go(func() {
 		if err := s.grpc.Serve(lis); err != nil {
@@ -353,6 +369,7 @@ func (s *Server) close() error {
 		cancel()
 	}
 	s.wg.Wait()
+	s.peers.close()
 	if s.meta != nil {
 		errs = append(errs, s.meta.Close())
 	}

@@ -1,6 +1,7 @@
 package dataserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -378,4 +380,27 @@ func (s *Store) Dirs() []string {
 		out[i] = d.path
 	}
 	return out
+}
+
+// Keys lists the shards in the index, sorted.
+func (s *Store) Keys() []Key {
+	s.mu.RLock()
+	out := make([]Key, 0, len(s.index))
+	for k := range s.index {
+		out = append(out, k)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Key) int {
+		if a.ChunkID != b.ChunkID {
+			return cmp.Compare(a.ChunkID, b.ChunkID)
+		}
+		return cmp.Compare(a.Index, b.Index)
+	})
+	return out
+}
+
+// has reports whether shard k is in the index.
+func (s *Store) has(k Key) bool {
+	_, ok := s.lookup(k)
+	return ok
 }

@@ -53,13 +53,26 @@ func (s *state) reportBadShard(_ int64, r *stratapb.ReportBadShardCommand) (*str
 
 // gcDone forgets garbage chunks whose shards were deleted.
 func (s *state) gcDone(_ int64, r *stratapb.GCDoneCommand) (*stratapb.GCDoneCommand, error) {
-	done := make(map[uint64]bool, len(r.ChunkIds))
-	for _, id := range r.ChunkIds {
-		done[id] = true
+	type key struct {
+		id uint64
+		at int64
+	}
+	exact := len(r.AtNs) == len(r.ChunkIds)
+	done := make(map[key]bool, len(r.ChunkIds))
+	for i, id := range r.ChunkIds {
+		k := key{id: id}
+		if exact {
+			k.at = r.AtNs[i]
+		}
+		done[k] = true
 	}
 	keep := s.garbage[:0]
 	for _, g := range s.garbage {
-		if !done[g.id] {
+		k := key{id: g.id}
+		if exact {
+			k.at = g.at
+		}
+		if !done[k] {
 			keep = append(keep, g)
 		}
 	}

@@ -73,6 +73,20 @@ type Config struct {
 	GCInterval time.Duration
 	GCGrace    time.Duration
 
+	// RepairDelay is how long a dataserver may be silent before it is
+	// declared lost and its shards are rebuilt elsewhere (NOTES.md says why
+	// 10 minutes). RepairInterval is how often the leader scans for
+	// stripes to repair while idle. AuditInterval is how often it compares
+	// every dataserver's shard inventory with the metadata; a shard no
+	// chunk references is deleted once it is older than OrphanGrace.
+	RepairDelay    time.Duration
+	RepairInterval time.Duration
+	AuditInterval  time.Duration
+	OrphanGrace    time.Duration
+	// NoRepair keeps the repair scheduler (repair, drain, rebalance) idle:
+	// for tests of other parts that inspect where shards are.
+	NoRepair bool
+
 	DefaultPolicy *stratapb.StripePolicy
 
 	Logger     *slog.Logger
@@ -108,6 +122,10 @@ func DefaultConfig() Config {
 		DataServerGrace:    6 * time.Second,
 		GCInterval:         2 * time.Second,
 		GCGrace:            time.Minute,
+		RepairDelay:        10 * time.Minute,
+		RepairInterval:     5 * time.Second,
+		AuditInterval:      time.Hour,
+		OrphanGrace:        time.Hour,
 		DefaultPolicy:      DefaultPolicy(),
 	}
 }
@@ -136,6 +154,10 @@ func (c *Config) Validate() error {
 	setDur(&c.DataServerGrace, d.DataServerGrace)
 	setDur(&c.GCInterval, d.GCInterval)
 	setDur(&c.GCGrace, d.GCGrace)
+	setDur(&c.RepairDelay, d.RepairDelay)
+	setDur(&c.RepairInterval, d.RepairInterval)
+	setDur(&c.AuditInterval, d.AuditInterval)
+	setDur(&c.OrphanGrace, d.OrphanGrace)
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		errs = append(errs, fmt.Errorf("leader lease %v must not exceed heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
 	}

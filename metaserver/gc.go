@@ -48,32 +48,40 @@ func (s *Server) gcRound(ctx context.Context) (int, error) {
 	// was replaced may still read the old chunk (a read-modify-write
 	// patches it): its shards stay for GCGrace.
 	cutoff := time.Now().Add(-s.cfg.GCGrace).UnixNano()
+	alive := s.aliveSet(time.Now())
 	_ = s.fsm.read(func(st *state) error {
 		for _, g := range st.garbage {
 			if len(jobs) == gcBatch || g.at > cutoff {
 				break // garbage is in discard order: the rest is younger
 			}
 			j := job{g: g, addrs: map[uint32]string{}}
+			waiting := false
 			for _, id := range g.servers {
 				if ds, ok := st.servers[id]; ok {
 					j.addrs[id] = ds.addr
+					// A down (or lost) server keeps its garbage until it
+					// is back, or removed; do not dial it meanwhile.
+					waiting = waiting || !alive[id]
 				}
 			}
-			jobs = append(jobs, j)
+			if !waiting {
+				jobs = append(jobs, j)
+			}
 		}
 		return nil
 	})
-	var done []uint64
+	done := &stratapb.GCDoneCommand{}
 	for _, j := range jobs {
 		if s.deleteChunk(ctx, j.g, j.addrs) {
-			done = append(done, j.g.id)
+			done.ChunkIds = append(done.ChunkIds, j.g.id)
+			done.AtNs = append(done.AtNs, j.g.at)
 		}
 	}
-	if len(done) == 0 {
+	if len(done.ChunkIds) == 0 {
 		return 0, nil
 	}
-	_, err := s.applyCmd(ctx, CmdGCDone, nil, &stratapb.GCDoneCommand{ChunkIds: done})
-	return len(done), err
+	_, err := s.applyCmd(ctx, CmdGCDone, nil, done)
+	return len(done.ChunkIds), err
 }
 
 // deleteChunk deletes every shard of g; it reports whether all are gone.

@@ -18,6 +18,7 @@ type metrics struct {
 	// unregister removes every collector again, so that a server restarted
 	// in the same process (dev cluster, tests) can register anew.
 	unregister func()
+	heal       *healMetrics
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -32,6 +33,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 12),
 		}, []string{"method"}),
 	}
+	m.heal = newHealMetrics(s)
 	m.unregister = func() {}
 	if reg == nil {
 		return m
@@ -86,6 +88,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			return 0
 		}),
 	)
+	register(m.heal.collectors()...)
 	return m
 }
 

@@ -77,6 +77,7 @@ type state struct {
 	hashOf map[uint64]contentHash
 	// snaps are the named snapshots, by tenant and name.
 	snaps map[snapKey]*stratapb.SnapshotInfo
+	heal       healState
 }
 
 func newState(def policy) *state {
@@ -96,6 +97,7 @@ func newState(def policy) *state {
 		byHash:     make(map[contentHash]*chunk),
 		hashOf:     make(map[uint64]contentHash),
 		snaps:      make(map[snapKey]*stratapb.SnapshotInfo),
+		heal:       newHealState(),
 	}
 	s.inodes[rootIno] = &inode{
 		ino: rootIno, parent: rootIno, typ: stratapb.FileType_DIRECTORY, mode: 0o755,

@@ -58,6 +58,8 @@ type candidate struct {
 	addr string
 	fill float64 // fraction of capacity in use
 	host string
+	zone string
+	rack string
 }
 
 // writable lists live, writable dataservers, and counts the live ones
@@ -69,7 +71,7 @@ func (s *Server) writable(st *state, now time.Time) (out []candidate, alive int)
 			continue
 		}
 		alive++
-		if h.readOnly {
+		if h.readOnly || st.heal.draining[id] || st.heal.lost[id] {
 			continue
 		}
 		fill := 1.0
@@ -80,7 +82,7 @@ func (s *Server) writable(st *state, now time.Time) (out []candidate, alive int)
 		if host == "" {
 			host = ds.addr
 		}
-		out = append(out, candidate{id: id, addr: ds.addr, fill: fill, host: host})
+		out = append(out, candidate{id: id, addr: ds.addr, fill: fill, host: host, zone: ds.labels["zone"], rack: ds.labels["rack"]})
 	}
 	return out, alive
 }
@@ -110,6 +112,7 @@ func place(cands []candidate, alive, width, k int) (servers, spares []uint32, er
 	rand.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
 	// Bucket fill levels by 5% so that equally full servers stay shuffled.
 	sort.SliceStable(perm, func(i, j int) bool { return int(perm[i].fill*20) < int(perm[j].fill*20) })
+	perm = spreadDomains(perm, width)
 	servers = make([]uint32, width)
 	for i := 0; i < width && i < len(perm); i++ {
 		servers[i] = perm[i].id
@@ -118,6 +121,33 @@ func place(cands []candidate, alive, width, k int) (servers, spares []uint32, er
 		spares = append(spares, perm[i].id)
 	}
 	return servers, spares, nil
+}
+
+// spreadDomains reorders cands so that the first width of them share as
+// few failure domains as possible: each next pick is the first candidate
+// (in the given, emptiest-first order) sharing the fewest zones, then
+// racks, then hosts with those already picked. Without labels every server
+// is its own host and the order is unchanged.
+func spreadDomains(cands []candidate, width int) []candidate {
+	out := make([]candidate, 0, len(cands))
+	rest := append([]candidate(nil), cands...)
+	zones, racks, hosts := map[string]int{}, map[string]int{}, map[string]int{}
+	for len(out) < width && len(rest) > 0 {
+		best, bestKey := 0, [3]int{}
+		for i, c := range rest {
+			key := [3]int{zones[c.zone], racks[c.zone+"/"+c.rack], hosts[c.host]}
+			if i == 0 || key[0] < bestKey[0] || key[0] == bestKey[0] && (key[1] < bestKey[1] || key[1] == bestKey[1] && key[2] < bestKey[2]) {
+				best, bestKey = i, key
+			}
+		}
+		c := rest[best]
+		zones[c.zone]++
+		racks[c.zone+"/"+c.rack]++
+		hosts[c.host]++
+		out = append(out, c)
+		rest = append(rest[:best], rest[best+1:]...)
+	}
+	return append(out, rest...)
 }
 
 // placeAllocations fills in where each newly reserved chunk goes.

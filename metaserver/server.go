@@ -45,6 +45,8 @@ type Server struct {
 	reads      *readBarrier
 	dconns     *dataConns
 	met        *metrics
+	repair     *repairer
+	audit      *auditor
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -70,6 +72,7 @@ func New(cfg Config) (*Server, error) {
 		dconns: newDataConns(),
 	}
 	s.reads = newReadBarrier(s.verifyLeader)
+	s.repair, s.audit = newRepairer(s), newAuditor()
 	if cfg.ServiceIP != "" {
 		vip, err := newServiceIP(cfg.ServiceIP, cfg.ServiceIface, cfg.GRPCAddr, cfg.ServicePort, log)
 		if err != nil {
@@ -118,6 +121,7 @@ func (s *Server) Start(ctx context.Context) error {
 	stratapb.RegisterMetaServer(s.grpc, s)
 	stratapb.RegisterSnapServer(s.grpc, &snapService{s: s})
 	stratapb.RegisterImageServer(s.grpc, &imageService{s: s})
+	stratapb.RegisterHealServer(s.grpc, &healService{s: s})
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.cfg.Net.Listener(grpcLis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -128,6 +132,9 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goRun(func() { s.watchLeadership(ctx) })
 	s.goRun(func() { s.registerSelf(ctx) })
 	s.goRun(func() { s.collectGarbage(ctx) })
+	s.goRun(func() { s.watchDataServers(ctx) })
+	s.goRun(func() { s.repair.run(ctx) })
+	s.goRun(func() { s.runAudit(ctx) })
 	s.log.Info("metaserver started", "raft", s.raftAdvertise(raftLis), "grpc", s.adv)
 	return nil
 }

@@ -137,7 +137,27 @@ func (s *Server) GetChunks(ctx context.Context, r *stratapb.GetChunksRequest) (r
 		resp, e = st.getChunks(r)
 		return e
 	})
+	if err == nil && !r.GetHeader().GetStaleOk() {
+		s.hideDownServers(resp)
+	}
 	return resp, err
+}
+
+// hideDownServers leaves out the addresses of dataservers that are down:
+// a reader then treats their shards as unavailable at once instead of
+// waiting for a connection to time out.
+// A leader too new to have heard every heartbeat hides nothing: its view
+// of who is down may be left over from an earlier term.
+func (s *Server) hideDownServers(resp *stratapb.GetChunksResponse) {
+	now := time.Now()
+	if now.Sub(time.Unix(0, s.leaderFrom.Load())) <= s.cfg.DataServerGrace {
+		return
+	}
+	for id := range resp.ServerAddrs {
+		if h, ok := s.live.get(id); ok && now.Sub(h.last) > s.cfg.DataServerGrace {
+			delete(resp.ServerAddrs, id)
+		}
+	}
 }
 
 func (s *Server) GetXattr(ctx context.Context, r *stratapb.GetXattrRequest) (resp *stratapb.GetXattrResponse, err error) {
@@ -248,12 +268,21 @@ func (s *Server) placementErr(err error) error {
 }
 
 func (s *Server) ReportBadShard(ctx context.Context, r *stratapb.ReportBadShardRequest) (*stratapb.ReportBadShardResponse, error) {
+	if transportFailure(r.Reason) {
+		// The server could not be reached: that is liveness's business
+		// (down, then lost after the repair delay), not the shard's.
+		s.log.Debug("unreachable shard reported; left to liveness", "chunk", r.ChunkId, "shard", r.ShardIndex, "server", r.ServerId)
+		return &stratapb.ReportBadShardResponse{}, nil
+	}
 	cmd := &stratapb.ReportBadShardCommand{ChunkId: r.ChunkId, ShardIndex: r.ShardIndex, ServerId: r.ServerId, Reason: r.Reason}
 	s.log.Warn("bad shard reported", "chunk", r.ChunkId, "shard", r.ShardIndex, "server", r.ServerId, "reason", r.Reason)
 	return mutate[*stratapb.ReportBadShardResponse](ctx, s, CmdReportBadShard, r.Header, cmd)
 }
 
 func (s *Server) RegisterDataServer(ctx context.Context, r *stratapb.RegisterDataServerRequest) (*stratapb.RegisterDataServerResponse, error) {
+	if err := s.checkIdentity(r); err != nil {
+		return nil, err
+	}
 	cmd := &stratapb.RegisterDataServerCommand{Uuid: r.Uuid, Addr: r.Addr, Labels: r.Labels}
 	resp, err := mutate[*stratapb.RegisterDataServerResponse](ctx, s, CmdRegisterDataServer, nil, cmd)
 	if err != nil {
@@ -321,7 +350,9 @@ func (s *Server) ClusterStatus(ctx context.Context, r *stratapb.ClusterStatusReq
 			})
 		}
 		for id, ds := range st.servers {
-			resp.Dataservers = append(resp.Dataservers, s.dsStatus(id, ds, now))
+			d := s.dsStatus(id, ds, now)
+			d.Lost, d.Draining = st.heal.lost[id], st.heal.draining[id]
+			resp.Dataservers = append(resp.Dataservers, d)
 		}
 		resp.Inodes, resp.Chunks, resp.LogicalBytes = uint64(len(st.inodes)), uint64(len(st.refs)), st.logical
 		return nil

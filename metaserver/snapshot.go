@@ -54,6 +54,7 @@ func (s *state) clone() *state {
 	c.byHash = maps.Clone(s.byHash) // entries are never changed in place
 	c.hashOf = maps.Clone(s.hashOf)
 	c.snaps = maps.Clone(s.snaps) // infos are never changed in place
+	c.heal = s.heal.clone()
 	d := *s.dedup
 	d.fifo = s.dedup.live()
 	d.head = 0
@@ -138,6 +139,9 @@ func (s *state) writeSnapshot(w io.Writer) error {
 		}
 	}
 	if err := s.writeSnapState(put); err != nil {
+		return err
+	}
+	if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_Heal{Heal: s.heal.snapshot()}}); err != nil {
 		return err
 	}
 	for _, e := range s.dedup.live() {
@@ -261,6 +265,8 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		return s.restoreDedup(r.Dedup)
 	case *stratapb.SnapshotRecord_ChunkRefs, *stratapb.SnapshotRecord_ContentChunk, *stratapb.SnapshotRecord_Snap:
 		return s.restoreSnapRecord(rec)
+	case *stratapb.SnapshotRecord_Heal:
+		s.restoreHeal(r.Heal)
 	default:
 		return fmt.Errorf("%w: unknown record", ErrBadSnapshot)
 	}

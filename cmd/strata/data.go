@@ -9,10 +9,13 @@ import (
 )
 
 func init() {
-	register(command{name: "data", summary: "run one dataserver", run: runData})
+	register(command{name: "data", summary: "run one dataserver; data drain ID, data remove ID", run: runData})
 }
 
 func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if ok, err := runDataAdmin(ctx, args, stdout, stderr); ok {
+		return err
+	}
 	fs := newFlags("data", stderr)
 	cfg := dataserver.DefaultConfig()
 	dirs := fs.String("dir", envDefault("data-dir", ""), "shard directories, comma-separated (required)")
@@ -26,6 +29,8 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Uint64Var(&cfg.ReserveBytes, "reserve", cfg.ReserveBytes, "bytes kept free on each disk")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address")
+	fs.Int64Var(&cfg.ScrubRate, "scrub-rate", dataserver.DefaultScrubRate, "bytes per second the scrubber re-reads (negative: no scrubbing)")
+	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", dataserver.DefaultScrubInterval, "time between the starts of two scrub passes")
 	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)

@@ -33,6 +33,12 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("cluster status: %w", err)
 	}
 	printStatus(stdout, st)
+	rs, err := c.RepairStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("repair status: %w", err)
+	}
+	fmt.Fprintln(stdout)
+	printRepair(stdout, rs)
 	return nil
 }
 
@@ -64,6 +70,12 @@ func printStatus(w io.Writer, st *stratapb.ClusterStatusResponse) {
 			if d.ReadOnly {
 				state = "up (full)"
 			}
+		}
+		switch {
+		case d.Lost:
+			state = "lost"
+		case d.Draining:
+			state += ", draining"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Id, d.Addr, state,
 			humanBytes(d.CapacityBytes), humanBytes(d.FreeBytes), humanBytes(d.UsedBytes), d.ShardCount, humanAge(d.LastHeartbeatMsAgo))

@@ -176,7 +176,7 @@ func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, mc stratap
 }
 
 // CallConn is Call for any service of the metadata servers (Meta, Snap,
-// ...): fn gets the connection to the server tried and makes its client.
+// Heal, ...): fn gets the connection to the server tried and makes its client.
 func (c *Conn) CallConn(ctx context.Context, fn func(ctx context.Context, cc grpc.ClientConnInterface) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -39,6 +39,23 @@ type Options struct {
 	// ServiceIP, when set, is a loopback address (127.x.y.z) that the
 	// leader serves on, at a port the harness picks (Cluster.ServiceAddr).
 	ServiceIP string
+	// Heal runs the repair scheduler (repair, drain, rebalance); off by
+	// default, so that tests of other parts see shards stay where they
+	// were written.
+	Heal bool
+	// RepairDelay, when set, is how long a silent dataserver waits before
+	// it is declared lost and repaired (default: the metaserver's 10 min,
+	// so that tests which kill dataservers see no repair). AuditInterval
+	// and OrphanGrace shorten the inventory audit likewise.
+	RepairDelay   time.Duration
+	AuditInterval time.Duration
+	OrphanGrace   time.Duration
+	// ScrubRate and ScrubInterval configure the dataservers' scrubbers
+	// (0: the dataserver defaults).
+	ScrubRate     int64
+	ScrubInterval time.Duration
+	// Labels, when set, gives dataserver i its failure-domain labels.
+	Labels func(i int) map[string]string
 	// Logger receives every server's logs; default: none, or everything
 	// at debug level on stderr when STRATA_TEST_LOG is set.
 	Logger *slog.Logger
@@ -174,6 +191,10 @@ func (c *Cluster) startMetas() {
 		cfg.DataServerGrace = 3 * time.Second
 		cfg.GCInterval = 500 * time.Millisecond
 		cfg.GCGrace = time.Second
+		cfg.RepairDelay = c.opts.RepairDelay
+		cfg.RepairInterval = 200 * time.Millisecond
+		cfg.NoRepair = !c.opts.Heal
+		cfg.AuditInterval, cfg.OrphanGrace = c.opts.AuditInterval, c.opts.OrphanGrace
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
 		}
@@ -316,6 +337,10 @@ func (c *Cluster) AddData() int {
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.Fsync = c.opts.Fsync
 	cfg.ReserveBytes = 1 << 20
+	cfg.ScrubRate, cfg.ScrubInterval = c.opts.ScrubRate, c.opts.ScrubInterval
+	if c.opts.Labels != nil {
+		cfg.Labels = c.opts.Labels(i)
+	}
 	cfg.Logger = c.log.With("member", fmt.Sprintf("d%d", i+1))
 	sw := netfault.New()
 	cfg.Net = sw

@@ -851,6 +851,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_ChunkRefs
 	//	*SnapshotRecord_ContentChunk
 	//	*SnapshotRecord_Snap
+	//	*SnapshotRecord_Heal
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -983,6 +984,15 @@ func (x *SnapshotRecord) GetSnap() *SnapshotSnap {
 	return nil
 }
 
+func (x *SnapshotRecord) GetHeal() *SnapshotHealState {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Heal); ok {
+			return x.Heal
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -1027,6 +1037,10 @@ type SnapshotRecord_Snap struct {
 	Snap *SnapshotSnap `protobuf:"bytes,42,opt,name=snap,proto3,oneof"`
 }
 
+type SnapshotRecord_Heal struct {
+	Heal *SnapshotHealState `protobuf:"bytes,20,opt,name=heal,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -1047,11 +1061,17 @@ func (*SnapshotRecord_ContentChunk) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Snap) isSnapshotRecord_Rec() {}
 
+func (*SnapshotRecord_Heal) isSnapshotRecord_Rec() {}
+
 // GCDoneCommand tells the FSM that the shards of these garbage chunks were
 // deleted from the dataservers (or that their servers are gone for good).
 type GCDoneCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChunkIds      []uint64               `protobuf:"varint,1,rep,packed,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ChunkIds []uint64               `protobuf:"varint,1,rep,packed,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
+	// When set (one per chunk id): the garbage entry's at_ns, so that of two
+	// entries of one chunk (a repaired shard's old copy, then the whole chunk
+	// when its file is deleted) only the one collected is forgotten.
+	AtNs          []int64 `protobuf:"varint,20,rep,packed,name=at_ns,json=atNs,proto3" json:"at_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1089,6 +1109,13 @@ func (*GCDoneCommand) Descriptor() ([]byte, []int) {
 func (x *GCDoneCommand) GetChunkIds() []uint64 {
 	if x != nil {
 		return x.ChunkIds
+	}
+	return nil
+}
+
+func (x *GCDoneCommand) GetAtNs() []int64 {
+	if x != nil {
+		return x.AtNs
 	}
 	return nil
 }
@@ -1249,7 +1276,7 @@ var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
 const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\"t\n" +
+	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\x1a\x13stratapb/heal.proto\"t\n" +
 	"\x0fCommandEnvelope\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x15\n" +
 	"\x06now_ns\x18\x02 \x01(\x03R\x05nowNs\x12\x18\n" +
@@ -1326,7 +1353,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xdd\x04\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x91\x05\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -1341,10 +1368,12 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
 	"chunk_refs\x18( \x01(\v2\x1c.strata.v1.SnapshotChunkRefsH\x00R\tchunkRefs\x12F\n" +
 	"\rcontent_chunk\x18) \x01(\v2\x1f.strata.v1.SnapshotContentChunkH\x00R\fcontentChunk\x12-\n" +
-	"\x04snap\x18* \x01(\v2\x17.strata.v1.SnapshotSnapH\x00R\x04snapB\x05\n" +
-	"\x03rec\",\n" +
+	"\x04snap\x18* \x01(\v2\x17.strata.v1.SnapshotSnapH\x00R\x04snap\x122\n" +
+	"\x04heal\x18\x14 \x01(\v2\x1c.strata.v1.SnapshotHealStateH\x00R\x04healB\x05\n" +
+	"\x03rec\"A\n" +
 	"\rGCDoneCommand\x12\x1b\n" +
-	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIds\"9\n" +
+	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIds\x12\x13\n" +
+	"\x05at_ns\x18\x14 \x03(\x03R\x04atNs\"9\n" +
 	"\x11SnapshotChunkRefs\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\x04R\x03ids\x12\x12\n" +
 	"\x04refs\x18\x02 \x03(\rR\x04refs\">\n" +
@@ -1394,7 +1423,8 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*Attr)(nil),                      // 23: strata.v1.Attr
 	(*Chunk)(nil),                     // 24: strata.v1.Chunk
 	(*DirEntry)(nil),                  // 25: strata.v1.DirEntry
-	(*SnapshotInfo)(nil),              // 26: strata.v1.SnapshotInfo
+	(*SnapshotHealState)(nil),         // 26: strata.v1.SnapshotHealState
+	(*SnapshotInfo)(nil),              // 27: strata.v1.SnapshotInfo
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
 	21, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
@@ -1416,13 +1446,14 @@ var file_stratapb_fsm_proto_depIdxs = []int32{
 	14, // 16: strata.v1.SnapshotRecord.chunk_refs:type_name -> strata.v1.SnapshotChunkRefs
 	15, // 17: strata.v1.SnapshotRecord.content_chunk:type_name -> strata.v1.SnapshotContentChunk
 	16, // 18: strata.v1.SnapshotRecord.snap:type_name -> strata.v1.SnapshotSnap
-	24, // 19: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
-	26, // 20: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	26, // 19: strata.v1.SnapshotRecord.heal:type_name -> strata.v1.SnapshotHealState
+	24, // 20: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
+	27, // 21: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1432,6 +1463,7 @@ func file_stratapb_fsm_proto_init() {
 	}
 	file_stratapb_meta_proto_init()
 	file_stratapb_snap_proto_init()
+	file_stratapb_heal_proto_init()
 	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
@@ -1443,6 +1475,7 @@ func file_stratapb_fsm_proto_init() {
 		(*SnapshotRecord_ChunkRefs)(nil),
 		(*SnapshotRecord_ContentChunk)(nil),
 		(*SnapshotRecord_Snap)(nil),
+		(*SnapshotRecord_Heal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -3620,6 +3620,8 @@ type DataServerStatus struct {
 	LastHeartbeatMsAgo int64                  `protobuf:"varint,9,opt,name=last_heartbeat_ms_ago,json=lastHeartbeatMsAgo,proto3" json:"last_heartbeat_ms_ago,omitempty"` // -1: never since this leader started
 	ReadOnly           bool                   `protobuf:"varint,10,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
 	Labels             map[string]string      `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Lost               bool                   `protobuf:"varint,20,opt,name=lost,proto3" json:"lost,omitempty"`         // silent past the repair delay: its shards are rebuilt elsewhere
+	Draining           bool                   `protobuf:"varint,21,opt,name=draining,proto3" json:"draining,omitempty"` // being emptied by `strata data drain`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -3729,6 +3731,20 @@ func (x *DataServerStatus) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *DataServerStatus) GetLost() bool {
+	if x != nil {
+		return x.Lost
+	}
+	return false
+}
+
+func (x *DataServerStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 type ClusterStatusResponse struct {
@@ -4526,7 +4542,7 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\xb2\x03\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"\xe2\x03\n" +
 	"\x10DataServerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
@@ -4542,7 +4558,9 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x15last_heartbeat_ms_ago\x18\t \x01(\x03R\x12lastHeartbeatMsAgo\x12\x1b\n" +
 	"\tread_only\x18\n" +
 	" \x01(\bR\breadOnly\x12?\n" +
-	"\x06labels\x18\v \x03(\v2'.strata.v1.DataServerStatus.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\v \x03(\v2'.strata.v1.DataServerStatus.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04lost\x18\x14 \x01(\bR\x04lost\x12\x1a\n" +
+	"\bdraining\x18\x15 \x01(\bR\bdraining\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x02\n" +
