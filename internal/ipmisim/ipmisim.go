@@ -7,8 +7,8 @@
 package ipmisim
 
 import (
-	_ "embed"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
