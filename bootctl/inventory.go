@@ -81,6 +81,9 @@ type GroupConfig struct {
 	Image      string `json:"image"`             // NAME:TAG
 	Overlay    string `json:"overlay,omitempty"` // overlay name; "" = the node's name
 	KernelArgs string `json:"kernel_args,omitempty"`
+	// Kernel and Initrd are URLs; "" means the controller's defaults.
+	Kernel string `json:"kernel,omitempty"`
+	Initrd string `json:"initrd,omitempty"`
 	// Generation grows by one on every change, so that a check-in can be
 	// matched to the configuration it booted.
 	Generation uint64 `json:"generation"`
