@@ -202,9 +202,9 @@ func (sw *Switcher) log() *slog.Logger {
 func (sw *Switcher) rebootNode(ctx context.Context, n Node, cfg GroupConfig, o SwitchOptions) NodeSwitch {
 	r := NodeSwitch{Node: n.Name}
 	start := time.Now()
-	defer func() { r.Took = time.Since(start) }()
 	for r.Attempts = 1; ; r.Attempts++ {
 		err := sw.cycleAndWait(ctx, n, cfg, o, &r)
+		r.Took = time.Since(start)
 		if err == nil {
 			r.OK, r.Error = true, ""
 			return r
@@ -266,7 +266,10 @@ func PrintSwitch(w io.Writer, g Group, res []NodeSwitch) {
 	fmt.Fprintln(tw, "NODE\tRESULT\tCHECKED IN WITH\tATTEMPTS\tTIME")
 	for _, r := range res {
 		result := "ok"
-		if !r.OK {
+		switch {
+		case strings.HasPrefix(r.Error, "dry run"):
+			result = "planned"
+		case !r.OK:
 			result = "FAILED"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Node, result, r.Image, r.Attempts, r.Took.Round(time.Millisecond))

@@ -27,7 +27,8 @@ func runBootAgent(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	busyFile := fs.String("busy-file", "", "while this file exists the node counts as busy (job lease; keeps power saving away)")
 	heartbeat := fs.Duration("heartbeat", 5*time.Second, "how often the node checks in")
 	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
-	if err := parse(fs, args, 0, 0, "boot-agent [flags]"); err != nil {
+	_, err := parseBoot(fs, args, 0, 0, "boot-agent [flags]")
+	if err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, *level)

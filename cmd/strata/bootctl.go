@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,7 +44,8 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&wc.RejoinTimeout, "rejoin-timeout", 60*time.Second, "how long a power-cycled voter has to come back before a spare replaces it")
 	idleAfter := fs.Duration("idle-after", 0, "power off compute nodes idle this long (0: never)")
 	pf := addPowerFlags(fs)
-	if err := parse(fs, args, 0, 0, "bootctl [flags] | bootctl status"); err != nil {
+	_, err := parseBoot(fs, args, 0, 0, "bootctl [flags] | bootctl status")
+	if err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, *cf.level)
@@ -135,7 +137,8 @@ func runBootctlStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	fs := newFlags("bootctl status", stderr)
 	cf := addClientFlags(fs)
 	n := fs.Int("events", 20, "how many recent watchdog events to show")
-	if err := parse(fs, args, 0, 0, "bootctl status [--events N]"); err != nil {
+	_, err := parseBoot(fs, args, 0, 0, "bootctl status [--events N]")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -177,4 +180,29 @@ func printBootctlStatus(ctx context.Context, st *bootctl.Store, w io.Writer, n i
 		fmt.Fprintf(w, "unregistered MAC %s asked to boot (%d times, last %s from %s): strata node add NAME --mac %s ...\n", u.MAC, u.Count, u.LastSeen.Format(time.RFC3339), u.Remote, u.MAC)
 	}
 	return nil
+}
+
+// parseBoot parses flags given before, between or after the positional
+// arguments (`strata node add n1 --mac ...` reads naturally) and returns
+// the positional ones.
+func parseBoot(fs *flag.FlagSet, args []string, minArgs, maxArgs int, usage string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usageErr("%v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if i := len(args) - fs.NArg() - 1; i >= 0 && args[i] == "--" { // everything after -- is positional
+			pos = append(pos, fs.Args()...)
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if n := len(pos); n < minArgs || (maxArgs >= 0 && n > maxArgs) {
+		return nil, usageErr("usage: strata %s", usage)
+	}
+	return pos, nil
 }

@@ -57,10 +57,11 @@ func runGroupCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlags("group create", stderr)
 	cf := addClientFlags(fs)
 	gf := addGroupFlags(fs)
-	if err := parse(fs, args, 1, 1, "group create NAME --image NAME:TAG [--overlay O] [--kernel-args A]"); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "group create NAME --image NAME:TAG [--overlay O] [--kernel-args A]")
+	if err != nil {
 		return err
 	}
-	g := bootctl.Group{Name: fs.Arg(0)}
+	g := bootctl.Group{Name: pos[0]}
 	gf.apply(fs, &g.Config, true)
 	st, c, err := openStore(ctx, cf)
 	if err != nil {
@@ -80,7 +81,8 @@ func runGroupSet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlags("group set", stderr)
 	cf := addClientFlags(fs)
 	gf := addGroupFlags(fs)
-	if err := parse(fs, args, 1, 1, "group set NAME [--image ...] [--overlay ...] [--kernel-args ...]"); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "group set NAME [--image ...] [--overlay ...] [--kernel-args ...]")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -88,7 +90,7 @@ func runGroupSet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
-	g, err := st.GetGroup(ctx, fs.Arg(0))
+	g, err := st.GetGroup(ctx, pos[0])
 	if err != nil {
 		return err
 	}
@@ -105,7 +107,8 @@ func runGroupList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlags("group list", stderr)
 	cf := addClientFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args, 0, 0, "group list [--json]"); err != nil {
+	_, err := parseBoot(fs, args, 0, 0, "group list [--json]")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -135,7 +138,8 @@ func runGroupList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func runGroupShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("group show", stderr)
 	cf := addClientFlags(fs)
-	if err := parse(fs, args, 1, 1, "group show NAME"); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "group show NAME")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -143,7 +147,7 @@ func runGroupShow(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer c.Close()
-	g, err := st.GetGroup(ctx, fs.Arg(0))
+	g, err := st.GetGroup(ctx, pos[0])
 	if err != nil {
 		return err
 	}
@@ -212,7 +216,8 @@ func runGroupSwitch(ctx context.Context, args []string, stdout, stderr io.Writer
 	cf := addClientFlags(fs)
 	gf := addGroupFlags(fs)
 	sf := addSwitchFlags(fs)
-	if err := parse(fs, args, 1, 1, "group switch GROUP --image NAME:TAG [--overlay O] [--dry-run]"); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "group switch GROUP --image NAME:TAG [--overlay O] [--dry-run]")
+	if err != nil {
 		return err
 	}
 	if *gf.image == "" {
@@ -221,7 +226,7 @@ func runGroupSwitch(ctx context.Context, args []string, stdout, stderr io.Writer
 	return doSwitch(ctx, cf, sf, stdout, func(ctx context.Context, sw *bootctl.Switcher, o bootctl.SwitchOptions) (bootctl.Group, []bootctl.NodeSwitch, error) {
 		var cfg bootctl.GroupConfig
 		gf.apply(fs, &cfg, false)
-		return sw.Switch(ctx, fs.Arg(0), cfg, o)
+		return sw.Switch(ctx, pos[0], cfg, o)
 	})
 }
 
@@ -229,11 +234,12 @@ func runGroupRollback(ctx context.Context, args []string, stdout, stderr io.Writ
 	fs := newFlags("group rollback", stderr)
 	cf := addClientFlags(fs)
 	sf := addSwitchFlags(fs)
-	if err := parse(fs, args, 1, 1, "group rollback GROUP [--dry-run]"); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "group rollback GROUP [--dry-run]")
+	if err != nil {
 		return err
 	}
 	return doSwitch(ctx, cf, sf, stdout, func(ctx context.Context, sw *bootctl.Switcher, o bootctl.SwitchOptions) (bootctl.Group, []bootctl.NodeSwitch, error) {
-		return sw.Rollback(ctx, fs.Arg(0), o)
+		return sw.Rollback(ctx, pos[0], o)
 	})
 }
 

@@ -107,10 +107,11 @@ func runNodeAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlags("node add", stderr)
 	cf := addClientFlags(fs)
 	nf := addNodeFlags(fs)
-	if err := parse(fs, args, 1, 1, "node add NAME --mac MAC[,MAC] --bmc HOST[:PORT] [--bmc-user U] [--bmc-password-file F] [--group G] [--role R]"); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "node add NAME --mac MAC[,MAC] --bmc HOST[:PORT] [--bmc-user U] [--bmc-password-file F] [--group G] [--role R]")
+	if err != nil {
 		return err
 	}
-	n := bootctl.Node{Name: fs.Arg(0)}
+	n := bootctl.Node{Name: pos[0]}
 	if err := nf.apply(fs, &n, true); err != nil {
 		return err
 	}
@@ -130,7 +131,8 @@ func runNodeSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlags("node set", stderr)
 	cf := addClientFlags(fs)
 	nf := addNodeFlags(fs)
-	if err := parse(fs, args, 1, 1, "node set NAME [--mac ...] [--bmc ...] [--group G] [--role R] ..."); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "node set NAME [--mac ...] [--bmc ...] [--group G] [--role R] ...")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -138,7 +140,7 @@ func runNodeSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer c.Close()
-	n, err := st.UpdateNode(ctx, fs.Arg(0), func(n *bootctl.Node) error { return nf.apply(fs, n, false) })
+	n, err := st.UpdateNode(ctx, pos[0], func(n *bootctl.Node) error { return nf.apply(fs, n, false) })
 	if err != nil {
 		return err
 	}
@@ -149,7 +151,8 @@ func runNodeSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func runNodeRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("node rm", stderr)
 	cf := addClientFlags(fs)
-	if err := parse(fs, args, 1, -1, "node rm NAME..."); err != nil {
+	pos, err := parseBoot(fs, args, 1, -1, "node rm NAME...")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -158,7 +161,7 @@ func runNodeRm(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer c.Close()
 	var errs []error
-	for _, name := range fs.Args() {
+	for _, name := range pos {
 		if err := st.RemoveNode(ctx, name); err != nil {
 			errs = append(errs, err)
 			continue
@@ -192,7 +195,8 @@ func runNodeList(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlags("node list", stderr)
 	cf := addClientFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args, 0, 0, "node list [--json]"); err != nil {
+	_, err := parseBoot(fs, args, 0, 0, "node list [--json]")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -237,7 +241,8 @@ func orDash(s string) string {
 func runNodeShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("node show", stderr)
 	cf := addClientFlags(fs)
-	if err := parse(fs, args, 1, 1, "node show NAME"); err != nil {
+	pos, err := parseBoot(fs, args, 1, 1, "node show NAME")
+	if err != nil {
 		return err
 	}
 	st, c, err := openStore(ctx, cf)
@@ -245,7 +250,7 @@ func runNodeShow(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
-	n, err := st.GetNode(ctx, fs.Arg(0))
+	n, err := st.GetNode(ctx, pos[0])
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,8 @@ func runNodePower(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	all := fs.Bool("all", false, "every node of the cluster")
 	pxe := fs.Bool("pxe", false, "set the boot device to PXE before on or cycle (for a reconfiguration)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args[1:], 0, -1, "node power "+args[0]+" [flags] NODE...|--group G|--all"); err != nil {
+	pos, err := parseBoot(fs, args[1:], 0, -1, "node power "+args[0]+" [flags] NODE...|--group G|--all")
+	if err != nil {
 		return err
 	}
 	o, err := pf.options(*pxe)
@@ -101,7 +102,7 @@ func runNodePower(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer c.Close()
-	nodes, err := selectNodes(ctx, st, fs.Args(), *group, *all)
+	nodes, err := selectNodes(ctx, st, pos, *group, *all)
 	if err != nil {
 		return err
 	}
@@ -124,7 +125,8 @@ func runNodeWake(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cf := addClientFlags(fs)
 	pf := addPowerFlags(fs)
 	wait := fs.Duration("boot-timeout", 2*time.Minute, "how long to wait for the node's check-in")
-	if err := parse(fs, args, 1, -1, "node wake NODE..."); err != nil {
+	pos, err := parseBoot(fs, args, 1, -1, "node wake NODE...")
+	if err != nil {
 		return err
 	}
 	o, err := pf.options(true)
@@ -136,7 +138,7 @@ func runNodeWake(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
-	nodes, err := selectNodes(ctx, st, fs.Args(), "", false)
+	nodes, err := selectNodes(ctx, st, pos, "", false)
 	if err != nil {
 		return err
 	}

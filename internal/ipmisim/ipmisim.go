@@ -82,7 +82,10 @@ func start(t testing.TB, o Options) (*BMC, error) {
 		return nil, fmt.Errorf("refusing non-loopback address %s", o.Host)
 	}
 	if o.User == "" {
-		o.User, o.Password = "admin", "password"
+		o.User = "admin"
+	}
+	if o.Password == "" {
+		o.Password = "password"
 	}
 	if o.Port == 0 {
 		p, err := freeUDPPort(o.Host)
