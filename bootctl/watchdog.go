@@ -96,11 +96,16 @@ func (w *Watchdog) closeProbes() {
 // tick probes every voter once and acts on what it finds.
 func (w *Watchdog) tick(ctx context.Context) {
 	members, err := w.members(ctx)
+	w.Log.Debug("watchdog: tick", "members", len(members), "err", err)
 	if err != nil {
 		w.Log.Warn("watchdog: cannot read the voter list", "err", err)
 		return
 	}
+	addrs := w.inventoryAddrs(ctx)
 	for _, m := range members {
+		if a := addrs[m.ID]; a != "" {
+			m.GRPC = a // the inventory knows where each node serves
+		}
 		vs := w.voters[m.ID]
 		if vs == nil {
 			vs = &voterState{ID: m.ID, GRPC: m.GRPC}
@@ -114,6 +119,22 @@ func (w *Watchdog) tick(ctx context.Context) {
 }
 
 type member struct{ ID, GRPC string }
+
+// inventoryAddrs maps metaserver ids to the gRPC addresses the inventory
+// gives for them (the cluster may not know a voter's gRPC address).
+func (w *Watchdog) inventoryAddrs(ctx context.Context) map[string]string {
+	out := map[string]string{}
+	nodes, err := w.Store.ListNodes(ctx)
+	if err != nil {
+		return out
+	}
+	for _, n := range nodes {
+		if n.MetaID != "" && n.MetaGRPC != "" {
+			out[n.MetaID] = n.MetaGRPC
+		}
+	}
+	return out
+}
 
 func (w *Watchdog) members(ctx context.Context) ([]member, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -144,10 +165,14 @@ func (w *Watchdog) Probe(ctx context.Context, addr string) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, w.Cfg.ProbeTimeout)
 	defer cancel()
-	_, err := c.GetAttr(pctx, 1)
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return nil // the server answered (an empty new voter has no root yet)
+	_, err := c.ListXattr(pctx, 1) // not batched: one RPC, bounded by pctx
+	// A domain error means the server answered (an empty new voter has no
+	// root yet). Network errors carry errnos too (ECONNREFUSED), hence the
+	// list.
+	for _, e := range []syscall.Errno{syscall.ENOENT, syscall.ESTALE, syscall.EACCES, syscall.EPERM, syscall.EINVAL} {
+		if errors.Is(err, e) {
+			return nil
+		}
 	}
 	return err
 }
@@ -161,6 +186,7 @@ func (w *Watchdog) check(ctx context.Context, vs *voterState) {
 		vs.fails, vs.cycledAt = 0, time.Time{}
 		return
 	}
+	w.Log.Debug("watchdog: probe failed", "member", vs.ID, "addr", vs.GRPC, "err", err)
 	if vs.fails == 0 {
 		vs.firstFail = time.Now()
 	}

@@ -40,7 +40,9 @@ get)
   esac; done ;;
 set)
   while [ $# -ge 2 ]; do p=$1 v=$2; shift 2; case $p in
-    power)    if [ "$v" = 1 ]; then start; else stop TERM; fi ;;
+    # power off is abrupt (SIGKILL) when DIR/hardoff exists, as a real
+    # power loss is; else the node gets SIGTERM and may clean up (unmount).
+    power)    if [ "$v" = 1 ]; then start; elif [ -e "$dir/hardoff" ]; then stop KILL; else stop TERM; fi ;;
     reset)    if alive; then stop KILL; start; fi ;;
     shutdown) stop TERM ;;
     boot)     echo "$v" > "$bootf" ;;

@@ -38,6 +38,9 @@ type Options struct {
 	// that only exists (sleep). Env is added to its environment.
 	Node []string
 	Env  []string
+	// HardOff makes power-off kill the node at once (SIGKILL), as a real
+	// power loss does; by default it gets SIGTERM and 5 s to exit.
+	HardOff bool
 }
 
 // BMC is one running ipmi_sim.
@@ -104,6 +107,11 @@ func start(t testing.TB, o Options) (*BMC, error) {
 	}
 	if err := b.SetNode(o.Node, o.Env); err != nil {
 		return nil, err
+	}
+	if o.HardOff {
+		if err := os.WriteFile(filepath.Join(dir, "hardoff"), nil, 0o644); err != nil {
+			return nil, err
+		}
 	}
 	return b, b.run()
 }
