@@ -76,7 +76,7 @@ func newBootRig(t *testing.T) *bootRig {
 
 // addNode starts a BMC whose power-on runs `strata boot-agent` (the test
 // binary) and registers the node in group.
-func (r *bootRig) addNode(name, mac, group string) {
+func (r *bootRig) addNode(name, mac, group string, agentArgs ...string) {
 	r.t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -87,8 +87,9 @@ func (r *bootRig) addNode(name, mac, group string) {
 	// Stand-in: the whole-FS mount, checked for the image directory,
 	// until the image mount (strata mount --image, branch image) is merged.
 	b := ipmisim.Start(r.t, ipmisim.Options{
-		Node: []string{self, "boot-agent", "--ipxe-url", r.url + "/boot/ipxe", "--mac", mac, "--overlay-root", r.ovlys,
+		Node: append([]string{self, "boot-agent", "--ipxe-url", r.url + "/boot/ipxe", "--mac", mac, "--overlay-root", r.ovlys,
 			"--mountpoint", mp, "--whole-fs-mount", "--heartbeat", "1s"},
+			agentArgs...),
 		Env:      []string{asStrata},
 		Password: "Sekr1t-" + name,
 	})

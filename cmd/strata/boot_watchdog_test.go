@@ -230,6 +230,9 @@ func TestMetaWatchdogOnSimulatedBMCs(t *testing.T) {
 		}
 	}
 
+	if out := mustCLIRun(t, "status", "--meta", meta); !strings.Contains(out, "replaced") || !strings.Contains(out, "boot controller: active") {
+		t.Errorf("strata status lacks the boot controller's steps:\n%s", out)
+	}
 	time.Sleep(time.Second) // a little more workload on the new voter set
 	wstop()
 	wg.Wait()

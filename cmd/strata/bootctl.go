@@ -206,3 +206,16 @@ func parseBoot(fs *flag.FlagSet, args []string, minArgs, maxArgs int, usage stri
 	}
 	return pos, nil
 }
+
+// printBootSection adds the boot controller's state (active controller,
+// recent watchdog steps) to `strata status`, when the cluster has an
+// inventory.
+func printBootSection(ctx context.Context, c *client.Client, w io.Writer) {
+	if _, err := c.Stat(ctx, bootctl.Root); err != nil {
+		return
+	}
+	fmt.Fprintln(w)
+	if err := printBootctlStatus(ctx, bootctl.NewStore(c, nil), w, 10); err != nil {
+		fmt.Fprintf(w, "boot controller: %v\n", err)
+	}
+}

@@ -33,6 +33,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("cluster status: %w", err)
 	}
 	printStatus(stdout, st)
+	printBootSection(ctx, c, stdout)
 	return nil
 }
 
