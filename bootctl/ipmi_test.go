@@ -103,8 +103,8 @@ func TestIPMIBadBMCs(t *testing.T) {
 	if r := by["good"]; r.Err != nil || r.State != PowerOff {
 		t.Errorf("good: %+v", r)
 	}
-	if r := by["badpass"]; !errors.Is(r.Err, ErrBMCAuth) || r.Attempts != 2 {
-		t.Errorf("wrong password: want ErrBMCAuth after 2 attempts, got %+v", r)
+	if r := by["badpass"]; !errors.Is(r.Err, ErrBMCAuth) || r.Attempts != 1 {
+		t.Errorf("wrong password: want ErrBMCAuth at once (no retry), got %+v", r)
 	}
 	if r := by["gone"]; !errors.Is(r.Err, ErrBMCUnreachable) {
 		t.Errorf("unreachable: want ErrBMCUnreachable, got %+v", r)

@@ -63,6 +63,13 @@ func WholeFSMountArgv(strata string) func(MountSpec) []string {
 	}
 }
 
+func (m ExecMounter) log() *slog.Logger {
+	if m.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return m.Log
+}
+
 type execMount struct {
 	cmd  *exec.Cmd
 	mp   string
@@ -75,6 +82,14 @@ func (m ExecMounter) Mount(ctx context.Context, spec MountSpec) (Mounted, error)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), m.Env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if IsMounted(spec.Mountpoint) {
+		// Left by a mount process that died (a power-off): FUSE answers
+		// ENOTCONN there until it is detached.
+		if err := syscall.Unmount(spec.Mountpoint, syscall.MNT_DETACH); err != nil {
+			return nil, fmt.Errorf("bootctl: detach stale mount at %s: %w", spec.Mountpoint, err)
+		}
+		m.log().Warn("detached a stale mount", "mountpoint", spec.Mountpoint)
+	}
 	if err := os.MkdirAll(spec.Mountpoint, 0o755); err != nil {
 		return nil, fmt.Errorf("bootctl: mountpoint: %w", err)
 	}

@@ -2,6 +2,7 @@ package bootctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -83,7 +84,8 @@ func powerOne(ctx context.Context, pc PowerController, n Node, a Action, o Power
 		actx, cancel := context.WithTimeout(ctx, o.Timeout)
 		r.State, r.Err = pc.Do(actx, n.BMC, a, o.PXE)
 		cancel()
-		if r.Err == nil || r.Attempts > o.Retries || ctx.Err() != nil {
+		// A refused password will be refused again: no retry.
+		if r.Err == nil || r.Attempts > o.Retries || ctx.Err() != nil || errors.Is(r.Err, ErrBMCAuth) {
 			break
 		}
 		log.Warn("power action failed; retrying", "node", n.Name, "action", a, "attempt", r.Attempts, "err", r.Err)

@@ -210,7 +210,7 @@ func (sw *Switcher) rebootNode(ctx context.Context, n Node, cfg GroupConfig, o S
 			return r
 		}
 		r.Error = err.Error()
-		if r.Attempts > o.Retries || ctx.Err() != nil {
+		if r.Attempts > o.Retries || ctx.Err() != nil || errors.Is(err, ErrBMCAuth) {
 			sw.log().Error("node did not switch", "node", n.Name, "attempts", r.Attempts, "err", err)
 			return r
 		}

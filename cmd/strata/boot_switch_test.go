@@ -130,8 +130,8 @@ func (r *bootRig) checkBooted(image string, gen uint64) {
 		if !bootctl.IsMounted(r.mnts[name]) {
 			r.t.Errorf("%s: %s not mounted", name, r.mnts[name])
 		}
-		name, tag, _ := strings.Cut(image, ":")
-		if _, err := os.Stat(filepath.Join(r.mnts[name], "images", name, tag)); err != nil && bootctl.IsMounted(r.mnts[name]) {
+		iname, itag, _ := strings.Cut(image, ":")
+		if _, err := os.Stat(filepath.Join(r.mnts[name], "images", iname, itag)); err != nil && bootctl.IsMounted(r.mnts[name]) {
 			r.t.Errorf("image %s not visible in %s's mount: %v", image, name, err)
 		}
 		if out, err := b.Ipmitool(ctx, "chassis", "power", "status"); err != nil || !strings.Contains(out, "is on") {
@@ -197,8 +197,16 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 	if b := r.boots(); b != boots+4 {
 		t.Errorf("%d boots after the switch; want %d (each node once)", b, boots+4)
 	}
-	out = mustCLIRun(t, "group", "rollback", "hpc", "--meta", r.meta, "--boot-timeout", "60s")
+	// A fifth node whose BMC refuses our password: the rollback does every
+	// other node and reports this one as failed, with the reason.
+	mustCLIRun(t, "node", "add", "broken", "--meta", r.meta, "--mac", "02:00:00:00:00:99", "--bmc", r.bmcs["n0"].Addr(),
+		"--bmc-password", "wrong", "--group", "hpc")
+	code, out, errOut := cliRun("group", "rollback", "hpc", "--meta", r.meta, "--boot-timeout", "60s", "--ipmi-retries", "0")
 	t.Logf("rollback:\n%s", out)
+	if code != 1 || !strings.Contains(errOut, "1 of 5 nodes did not switch") || !strings.Contains(out, "broken: node broken: cycle: bootctl: BMC refused the credentials") {
+		t.Errorf("rollback with a broken BMC: exit %d\n%s\n%s", code, out, errOut)
+	}
+	mustCLIRun(t, "node", "rm", "broken", "--meta", r.meta)
 	r.checkBooted("alpha:1", 3)
 	for name := range r.bmcs {
 		if got, err := os.ReadFile(filepath.Join(r.ovlys, "ova", name, "kept")); err != nil || string(got) != name {

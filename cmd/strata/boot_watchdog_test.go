@@ -48,7 +48,7 @@ func startMetaNodes(t *testing.T, base int) []*metaNode {
 		if i < 3 {
 			argv = append(argv, "--peers", strings.Join(peers, ","))
 		}
-		n.bmc = ipmisim.Start(t, ipmisim.Options{Node: argv, Env: []string{asStrata}, HardOff: true, Password: "pw-" + n.name})
+		n.bmc = ipmisim.Start(t, ipmisim.Options{Node: argv, Env: []string{asStrata}, Password: "pw-" + n.name})
 	}
 	return nodes
 }

@@ -40,9 +40,10 @@ get)
   esac; done ;;
 set)
   while [ $# -ge 2 ]; do p=$1 v=$2; shift 2; case $p in
-    # power off is abrupt (SIGKILL) when DIR/hardoff exists, as a real
-    # power loss is; else the node gets SIGTERM and may clean up (unmount).
-    power)    if [ "$v" = 1 ]; then start; elif [ -e "$dir/hardoff" ]; then stop KILL; else stop TERM; fi ;;
+    # Power off is abrupt (SIGKILL), as a real one is; it also keeps
+    # ipmi_sim, which waits for this script, from blocking while a node
+    # cleans up. A soft off (shutdown) sends SIGTERM.
+    power)    if [ "$v" = 1 ]; then start; else stop KILL; fi ;;
     reset)    if alive; then stop KILL; start; fi ;;
     shutdown) stop TERM ;;
     boot)     echo "$v" > "$bootf" ;;

@@ -1,9 +1,11 @@
 // Package ipmisim runs simulated BMCs for tests: real `ipmi_sim` processes
 // (Debian's openipmi) on loopback, each with its own configuration written
 // into a temp dir, whose power-on starts a real node process and whose
-// power-off stops it. Clients talk real IPMI v2.0 (lanplus) to them, with
-// go-ipmi or ipmitool. See /work/shared/ipmi-sim.md for what was learnt
-// about ipmi_sim.
+// power-off kills it (SIGKILL to its process group: as abrupt as a real
+// power-off, and ipmi_sim, which waits for its chassis script, never
+// blocks on a node's clean-up; a soft off sends SIGTERM). Clients talk
+// real IPMI v2.0 (lanplus) to them, with go-ipmi or ipmitool. See
+// /work/shared/ipmi-sim.md for what was learnt about ipmi_sim.
 package ipmisim
 
 import (
@@ -38,9 +40,6 @@ type Options struct {
 	// that only exists (sleep). Env is added to its environment.
 	Node []string
 	Env  []string
-	// HardOff makes power-off kill the node at once (SIGKILL), as a real
-	// power loss does; by default it gets SIGTERM and 5 s to exit.
-	HardOff bool
 }
 
 // BMC is one running ipmi_sim.
@@ -107,11 +106,6 @@ func start(t testing.TB, o Options) (*BMC, error) {
 	}
 	if err := b.SetNode(o.Node, o.Env); err != nil {
 		return nil, err
-	}
-	if o.HardOff {
-		if err := os.WriteFile(filepath.Join(dir, "hardoff"), nil, 0o644); err != nil {
-			return nil, err
-		}
 	}
 	return b, b.run()
 }
