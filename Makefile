@@ -52,3 +52,10 @@ lint:
 
 clean:
 	rm -rf bin .bin
+
+# End-to-end: a real Debian root file system from debootstrap (the machine's
+# Debian mirror), imported, mounted with an overlay and chrooted into.
+# Takes minutes; the .debs are cached in /var/cache/strata-e2e.
+.PHONY: e2e
+e2e: deps
+	STRATA_E2E=1 $(GO) test -count=1 -v -run 'TestE2E' -timeout 30m ./cmd/strata

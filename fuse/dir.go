@@ -9,6 +9,7 @@ import (
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
 // Modes arrive from the kernel with the caller's umask already applied
@@ -41,6 +42,36 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	cn.opens++
 	cn.mu.Unlock()
 	return ch, cn.newHandle(flags), 0, 0
+}
+
+// Mknod makes device nodes, FIFOs and sockets (an overlayfs whiteout is a
+// character device 0/0). Regular files come through Create.
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
+	var typ stratapb.FileType
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFCHR:
+		typ = stratapb.FileType_CHARDEV
+	case syscall.S_IFBLK:
+		typ = stratapb.FileType_BLOCKDEV
+	case syscall.S_IFIFO:
+		typ, dev = stratapb.FileType_FIFO, 0
+	case syscall.S_IFSOCK:
+		typ, dev = stratapb.FileType_SOCKET, 0
+	case syscall.S_IFREG, 0:
+		a, _, err := n.m.cl.CreateAt(ctx, n.ino(), name, mode&0o7777, owner(ctx), client.CreateOptions{Exclusive: true})
+		if err != nil {
+			return nil, n.m.errno("mknod", n.ino(), err)
+		}
+		return n.child(ctx, a, out), 0
+	default:
+		return nil, syscall.EINVAL
+	}
+	a, err := n.m.cl.MknodAt(ctx, n.ino(), name, typ, mode&0o7777, dev, owner(ctx))
+	if err != nil {
+		return nil, n.m.errno("mknod", n.ino(), err)
+	}
+	return n.child(ctx, a, out), 0
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {

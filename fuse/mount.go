@@ -32,6 +32,7 @@ import (
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
 // Options configure a mount. Start from DefaultOptions.
@@ -53,6 +54,12 @@ type Options struct {
 	// Debug logs every FUSE request and reply (go-fuse's debug output).
 	Debug  bool
 	Logger *slog.Logger
+	// RootIno, when set, mounts the tree below that directory (an image's
+	// root file system) instead of the tenant's whole namespace.
+	RootIno uint64
+	// ReadOnly mounts read-only ("ro"): the kernel refuses every change
+	// with EROFS before it reaches Strata. Image mounts use it.
+	ReadOnly bool
 }
 
 const (
@@ -126,7 +133,13 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 	if err := checkMountpoint(mp); err != nil {
 		return nil, err
 	}
-	rootAttr, err := cl.GetAttr(ctx, rootIno)
+	if opts.RootIno == 0 {
+		opts.RootIno = rootIno
+	}
+	rootAttr, err := cl.GetAttr(ctx, opts.RootIno)
+	if err == nil && rootAttr.GetType() != stratapb.FileType_DIRECTORY {
+		err = fmt.Errorf("inode %d is a %s, not a directory: %w", opts.RootIno, rootAttr.GetType(), syscall.ENOTDIR)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fuse: reading the root of the file system: %w", err)
 	}
@@ -147,6 +160,12 @@ const rootIno = 1
 
 func (m *FS) fsOptions() *fs.Options {
 	at, et, neg := m.opts.AttrTimeout, m.opts.EntryTimeout, time.Duration(0)
+	if m.opts.ReadOnly {
+		// Nothing appears in a read-only mount of an immutable image, so
+		// "no such file" may be cached too (the loader and PATH searches
+		// probe many missing names).
+		neg = et
+	}
 	mo := gofuse.MountOptions{
 		AllowOther:   m.opts.AllowOther,
 		MaxWrite:     m.opts.MaxWrite,
@@ -158,12 +177,15 @@ func (m *FS) fsOptions() *fs.Options {
 		// attributes we return, so one daemon serves many users safely.
 		Options: []string{"default_permissions"},
 	}
+	if m.opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
 	return &fs.Options{
 		MountOptions: mo,
 		AttrTimeout:  &at, EntryTimeout: &et, NegativeTimeout: &neg,
 		// Mode 0 is a real mode (chmod 000), not "unset".
 		NullPermissions: true,
-		RootStableAttr:  &fs.StableAttr{Ino: rootIno, Gen: 1},
+		RootStableAttr:  &fs.StableAttr{Ino: m.opts.RootIno, Gen: 1},
 	}
 }
 

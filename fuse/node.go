@@ -58,6 +58,7 @@ var (
 	_ fs.NodeRmdirer       = (*node)(nil)
 	_ fs.NodeRenamer       = (*node)(nil)
 	_ fs.NodeSymlinker     = (*node)(nil)
+	_ fs.NodeMknoder       = (*node)(nil)
 	_ fs.NodeReadlinker    = (*node)(nil)
 	_ fs.NodeLinker        = (*node)(nil)
 	_ fs.NodeReaddirer     = (*node)(nil)
@@ -77,6 +78,14 @@ func typeMode(t stratapb.FileType) uint32 {
 		return syscall.S_IFDIR
 	case stratapb.FileType_SYMLINK:
 		return syscall.S_IFLNK
+	case stratapb.FileType_CHARDEV:
+		return syscall.S_IFCHR
+	case stratapb.FileType_BLOCKDEV:
+		return syscall.S_IFBLK
+	case stratapb.FileType_FIFO:
+		return syscall.S_IFIFO
+	case stratapb.FileType_SOCKET:
+		return syscall.S_IFSOCK
 	default:
 		return syscall.S_IFREG
 	}
@@ -124,6 +133,7 @@ func (n *node) fillAttr(a *stratapb.Attr, out *gofuse.Attr) {
 	out.Blksize = maxIO
 	out.Mode = typeMode(a.GetType()) | a.GetMode()&0o7777
 	out.Nlink = nlink
+	out.Rdev = a.GetRdev()
 	out.Uid, out.Gid = a.GetUid(), a.GetGid()
 	setTime(&out.Atime, &out.Atimensec, a.GetAtimeNs())
 	setTime(&out.Mtime, &out.Mtimensec, a.GetMtimeNs())

@@ -32,6 +32,17 @@ const (
 	CmdGCDone
 )
 
+// Commands of the snap area (images, snapshots, dedup): numbers 48-63.
+const (
+	CmdMknod           CommandType = 48
+	CmdFreeze          CommandType = 49
+	CmdCloneTree       CommandType = 50
+	CmdRemoveTree      CommandType = 51
+	CmdCreateSnapshot  CommandType = 52
+	CmdDeleteSnapshot  CommandType = 53
+	CmdRestoreSnapshot CommandType = 54
+)
+
 // IgnorableFlag marks a command that a server which does not know it may
 // skip without diverging (for example a hint that only optimises). Commands
 // without it are refused when unknown.
@@ -89,6 +100,13 @@ func init() {
 	registerCommand(CmdRegisterMeta, "register-meta", newMsg[stratapb.RegisterMetaCommand], newMsg[stratapb.RegisterMetaResponse], (*state).registerMeta)
 	registerCommand(CmdReportBadShard, "report-bad-shard", newMsg[stratapb.ReportBadShardCommand], newMsg[stratapb.ReportBadShardResponse], (*state).reportBadShard)
 	registerCommand(CmdGCDone, "gc-done", newMsg[stratapb.GCDoneCommand], newMsg[stratapb.GCDoneCommand], (*state).gcDone)
+	registerCommand(CmdMknod, "mknod", newMsg[stratapb.MknodRequest], newMsg[stratapb.MknodResponse], (*state).mknod)
+	registerCommand(CmdFreeze, "freeze", newMsg[stratapb.FreezeRequest], newMsg[stratapb.FreezeResponse], (*state).freeze)
+	registerCommand(CmdCloneTree, "clone-tree", newMsg[stratapb.CloneTreeRequest], newMsg[stratapb.CloneTreeResponse], (*state).cloneTreeCmd)
+	registerCommand(CmdRemoveTree, "remove-tree", newMsg[stratapb.RemoveTreeRequest], newMsg[stratapb.RemoveTreeResponse], (*state).removeTreeCmd)
+	registerCommand(CmdCreateSnapshot, "snapshot-create", newMsg[stratapb.CreateSnapshotRequest], newMsg[stratapb.CreateSnapshotResponse], (*state).createSnapshot)
+	registerCommand(CmdDeleteSnapshot, "snapshot-delete", newMsg[stratapb.DeleteSnapshotRequest], newMsg[stratapb.DeleteSnapshotResponse], (*state).deleteSnapshot)
+	registerCommand(CmdRestoreSnapshot, "snapshot-restore", newMsg[stratapb.RestoreSnapshotRequest], newMsg[stratapb.RestoreSnapshotResponse], (*state).restoreSnapshot)
 }
 
 func newMsg[T any, P interface {
@@ -106,6 +124,9 @@ func applyAllocate(s *state, _ int64, r *stratapb.AllocateChunksRequest) (*strat
 	}
 	if n.typ != stratapb.FileType_REGULAR {
 		return nil, errnof(syscall.EISDIR, "inode %d is not a regular file", r.Ino)
+	}
+	if err := writable(n); err != nil {
+		return nil, err
 	}
 	first, err := s.allocateChunks(r.Count)
 	if err != nil {

@@ -28,6 +28,8 @@ func (s *state) digest() uint64 {
 		put(n.size)
 		put(uint64(n.nlink))
 		put(uint64(n.mtime))
+		put(uint64(n.flags))
+		put(uint64(n.rdev))
 		h.Write([]byte(n.target))
 		for _, c := range n.chunks {
 			put(c.index)

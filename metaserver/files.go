@@ -34,19 +34,12 @@ func (s *state) truncate(n *inode, size uint64, now int64) {
 	n.mtime, n.ctime = now, now
 }
 
-// discard makes c garbage as of now (leader time, from the log, so every
-// voter records the same).
-func (s *state) discard(c chunk, now int64) {
-	s.garbage = append(s.garbage, garbageChunk{id: c.id, servers: c.servers, at: now})
-	s.chunkCount--
-	for i := range c.servers {
-		delete(s.badShards, shardRef{c.id, uint32(i)})
-	}
-}
-
 func (s *state) setAttr(now int64, r *stratapb.SetAttrRequest) (*stratapb.SetAttrResponse, error) {
 	n, err := s.get(r.Ino)
 	if err != nil {
+		return nil, err
+	}
+	if err := writable(n); err != nil {
 		return nil, err
 	}
 	v := r.Valid
@@ -118,17 +111,21 @@ func (s *state) commitChunks(now int64, r *stratapb.CommitChunksRequest) (*strat
 	if n.typ != stratapb.FileType_REGULAR {
 		return nil, errnof(syscall.EISDIR, "inode %d is not a regular file", r.Ino)
 	}
+	if err := writable(n); err != nil {
+		return nil, err
+	}
 	if r.MinSize > MaxFileSize {
 		return nil, errnof(syscall.EFBIG, "size %d exceeds the maximum file size", r.MinSize)
 	}
 	// Check every chunk before changing anything: a commit is all or nothing.
+	cv := s.newCommitCheck()
 	for _, cc := range r.Chunks {
-		if err := s.checkCommit(n, cc); err != nil {
+		if err := s.checkCommit(n, cc, cv); err != nil {
 			return nil, err
 		}
 	}
 	for _, cc := range r.Chunks {
-		s.putChunk(n, chunkFromProto(cc.Chunk), now)
+		s.applyCommit(n, cc, now)
 	}
 	if r.MinSize > n.size {
 		s.logical += r.MinSize - n.size
@@ -142,12 +139,19 @@ func (s *state) commitChunks(now int64, r *stratapb.CommitChunksRequest) (*strat
 	return &stratapb.CommitChunksResponse{Attr: n.attr()}, nil
 }
 
-func (s *state) checkCommit(n *inode, cc *stratapb.ChunkCommit) error {
+func (s *state) checkCommit(n *inode, cc *stratapb.ChunkCommit, cv *commitCheck) error {
 	c := cc.Chunk
 	if c == nil {
 		return errnof(syscall.EINVAL, "commit without a chunk")
 	}
-	if err := s.checkChunk(n, c); err != nil {
+	if err := cv.index(c.Index, cc.Shared || len(c.Hash) > 0); err != nil {
+		return err
+	}
+	if cc.Shared {
+		if err := s.checkShared(n, c, cv); err != nil {
+			return err
+		}
+	} else if err := s.checkNew(n, c, cv); err != nil {
 		return err
 	}
 	if cc.CheckExpected {
@@ -200,18 +204,19 @@ func (s *state) checkChunk(n *inode, c *stratapb.Chunk) error {
 	return nil
 }
 
-// putChunk sets the chunk at its index; the one it replaces becomes garbage.
+// putChunk sets the chunk at its index, taking a reference to it; the one
+// it replaces loses one (and becomes garbage if that was the last).
 func (s *state) putChunk(n *inode, c chunk, now int64) {
 	i, ok := n.findChunk(c.index)
 	if ok {
 		if n.chunks[i].id != c.id {
 			s.discard(n.chunks[i], now)
-			s.chunkCount++
+			s.addRef(c)
 		}
 		n.chunks[i] = c
 		return
 	}
-	s.chunkCount++
+	s.addRef(c)
 	n.chunks = append(n.chunks, chunk{})
 	copy(n.chunks[i+1:], n.chunks[i:])
 	n.chunks[i] = c
@@ -232,7 +237,11 @@ func (s *state) getChunks(r *stratapb.GetChunksRequest) (*stratapb.GetChunksResp
 		if r.Count > 0 && c.index >= r.FirstIndex+r.Count {
 			break
 		}
-		resp.Chunks = append(resp.Chunks, c.proto())
+		pc := c.proto()
+		if h, ok := s.hashOf[c.id]; ok {
+			pc.Hash = h[:]
+		}
+		resp.Chunks = append(resp.Chunks, pc)
 		for _, id := range c.servers {
 			if ds, ok := s.servers[id]; ok {
 				resp.ServerAddrs[id] = ds.addr
@@ -251,6 +260,9 @@ const (
 func (s *state) setXattr(now int64, r *stratapb.SetXattrRequest) (*stratapb.SetXattrResponse, error) {
 	n, err := s.get(r.Ino)
 	if err != nil {
+		return nil, err
+	}
+	if err := writable(n); err != nil {
 		return nil, err
 	}
 	if r.Name == "" || len(r.Name) > MaxXattrName {
@@ -286,6 +298,9 @@ func (s *state) setXattr(now int64, r *stratapb.SetXattrRequest) (*stratapb.SetX
 func (s *state) removeXattr(now int64, r *stratapb.RemoveXattrRequest) (*stratapb.RemoveXattrResponse, error) {
 	n, err := s.get(r.Ino)
 	if err != nil {
+		return nil, err
+	}
+	if err := writable(n); err != nil {
 		return nil, err
 	}
 	if _, ok := n.xattrs[r.Name]; !ok {

@@ -23,6 +23,8 @@ type FSM struct {
 	// refused counts entries that were refused (unknown version or type,
 	// undecodable); each is logged. Every voter refuses the same entries.
 	refused atomic.Uint64
+	// counts counts applied commands by type (snapshot restores excluded).
+	counts [256]atomic.Uint64
 }
 
 // applyResult is what Apply returns through the raft future.
@@ -89,6 +91,7 @@ func (f *FSM) applyCommand(cmd *decodedCommand) *applyResult {
 			return &applyResult{resp: e.resp, err: e.err}
 		}
 	}
+	f.counts[cmd.typ].Add(1)
 	var resp proto.Message
 	err := st.checkTenant(hdr)
 	if err == nil {

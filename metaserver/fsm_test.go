@@ -254,8 +254,8 @@ func TestTruncateAndChunks(t *testing.T) {
 	if _, err := tf.apply(CmdUnlink, nil, &stratapb.UnlinkRequest{Parent: rootIno, Name: "f"}); err != nil {
 		t.Fatal(err)
 	}
-	if len(st.garbage) != 3 || st.chunkCount != 0 || st.logical != 0 {
-		t.Fatalf("after unlink: garbage=%d chunks=%d logical=%d", len(st.garbage), st.chunkCount, st.logical)
+	if len(st.garbage) != 3 || len(st.refs) != 0 || st.logical != 0 {
+		t.Fatalf("after unlink: garbage=%d chunks=%d logical=%d", len(st.garbage), len(st.refs), st.logical)
 	}
 }
 

@@ -61,6 +61,8 @@ type inode struct {
 	mode     uint32
 	uid, gid uint32
 	nlink    uint32
+	rdev     uint32 // devices: Linux's device number
+	flags    inodeFlag
 	typ      stratapb.FileType
 	pol      policy
 	target   string            // symlinks
@@ -71,11 +73,26 @@ type inode struct {
 
 func (n *inode) isDir() bool { return n.typ == stratapb.FileType_DIRECTORY }
 
+// inodeFlag marks inodes of frozen trees and the snapshot area.
+type inodeFlag uint8
+
+const (
+	// flagFrozen: the inode lies in a frozen tree; no mutation may touch
+	// it (see frozen.go).
+	flagFrozen inodeFlag = 1 << iota
+	// flagPinned: the inode is the snapshot area or a snapshot's root; only
+	// the snapshot commands may move or remove it.
+	flagPinned
+)
+
+func (n *inode) frozen() bool { return n.flags&flagFrozen != 0 }
+func (n *inode) pinned() bool { return n.flags&flagPinned != 0 }
+
 func (n *inode) attr() *stratapb.Attr {
 	a := &stratapb.Attr{
 		Ino: n.ino, Type: n.typ, Mode: n.mode, Uid: n.uid, Gid: n.gid, Size: n.size,
 		AtimeNs: n.atime, MtimeNs: n.mtime, CtimeNs: n.ctime, Nlink: n.nlink,
-		SymlinkTarget: n.target,
+		SymlinkTarget: n.target, Rdev: n.rdev, Frozen: n.frozen(),
 	}
 	if n.typ != stratapb.FileType_SYMLINK {
 		a.Policy = n.pol.proto()

@@ -66,8 +66,17 @@ type state struct {
 	garbage    []garbageChunk
 	dedup      *dedupTable
 	defPolicy  policy
-	chunkCount uint64
 	logical    uint64 // sum of file sizes
+	// refs counts the references (chunk-list entries of inodes) to every
+	// live chunk; a chunk becomes garbage when its count drops to zero.
+	refs   map[uint64]uint32
+	stored uint64 // bytes of all shards of live chunks
+	// content-addressed chunks: hash -> the chunk (its layout; index 0),
+	// and back.
+	byHash map[contentHash]*chunk
+	hashOf map[uint64]contentHash
+	// snaps are the named snapshots, by tenant and name.
+	snaps map[snapKey]*stratapb.SnapshotInfo
 }
 
 func newState(def policy) *state {
@@ -83,6 +92,10 @@ func newState(def policy) *state {
 		badShards:  make(map[shardRef]badShard),
 		dedup:      newDedupTable(defaultDedupEntries, defaultDedupAge),
 		defPolicy:  def,
+		refs:       make(map[uint64]uint32),
+		byHash:     make(map[contentHash]*chunk),
+		hashOf:     make(map[uint64]contentHash),
+		snaps:      make(map[snapKey]*stratapb.SnapshotInfo),
 	}
 	s.inodes[rootIno] = &inode{
 		ino: rootIno, parent: rootIno, typ: stratapb.FileType_DIRECTORY, mode: 0o755,
@@ -166,6 +179,9 @@ func (s *state) freeName(parent uint64, name string) (*inode, error) {
 	if d.nlink == 0 {
 		return nil, errnof(syscall.ENOENT, "directory %d was removed", parent)
 	}
+	if err := writable(d); err != nil {
+		return nil, err
+	}
 	if _, ok := d.children[name]; ok {
 		return nil, errnof(syscall.EEXIST, "%q exists in directory %d", name, parent)
 	}
@@ -234,6 +250,9 @@ func (s *state) create(now int64, r *stratapb.CreateRequest) (*stratapb.CreateRe
 			return nil, errnof(syscall.EISDIR, "%q is a directory", r.Name)
 		}
 		if r.Truncate && n.typ == stratapb.FileType_REGULAR {
+			if err := writable(n); err != nil {
+				return nil, err
+			}
 			s.truncate(n, 0, now)
 		}
 		return &stratapb.CreateResponse{Attr: n.attr()}, nil
@@ -279,6 +298,9 @@ func (s *state) link(now int64, r *stratapb.LinkRequest) (*stratapb.LinkResponse
 	if n.nlink == 0 {
 		return nil, errnof(syscall.ENOENT, "inode %d was removed", r.Ino)
 	}
+	if err := writable(n); err != nil {
+		return nil, err
+	}
 	d, err := s.freeName(r.NewParent, r.NewName)
 	if err != nil {
 		return nil, err
@@ -312,6 +334,9 @@ func (s *state) unlink(now int64, r *stratapb.UnlinkRequest) (*stratapb.UnlinkRe
 	if n.isDir() {
 		return nil, errnof(syscall.EISDIR, "%q is a directory", r.Name)
 	}
+	if err := writable(d, n); err != nil {
+		return nil, err
+	}
 	delete(d.children, r.Name)
 	touch(d, now)
 	s.dropLink(n, now)
@@ -325,6 +350,9 @@ func (s *state) rmdir(now int64, r *stratapb.RmdirRequest) (*stratapb.RmdirRespo
 	}
 	if !n.isDir() {
 		return nil, errnof(syscall.ENOTDIR, "%q is not a directory", r.Name)
+	}
+	if err := writable(d, n); err != nil {
+		return nil, err
 	}
 	if len(n.children) > 0 {
 		return nil, errnof(syscall.ENOTEMPTY, "directory %q is not empty", r.Name)
@@ -372,6 +400,12 @@ func (s *state) rename(now int64, r *stratapb.RenameRequest) (*stratapb.RenameRe
 	if err != nil {
 		return nil, err
 	}
+	if err := writable(sd, dd); err != nil {
+		return nil, err
+	}
+	if err := movable(sn); err != nil {
+		return nil, err
+	}
 	if sn.isDir() && s.isAncestor(sn.ino, dd.ino) {
 		return nil, errnof(syscall.EINVAL, "cannot move directory %q into itself", r.SrcName)
 	}
@@ -410,6 +444,12 @@ func (s *state) rename(now int64, r *stratapb.RenameRequest) (*stratapb.RenameRe
 // that the types allow it.
 func (s *state) replaceTarget(now int64, dd *inode, name string, src *inode) error {
 	dn := s.inodes[dd.children[name]]
+	if err := writable(dn); err != nil {
+		return err
+	}
+	if dn.pinned() {
+		return errnof(syscall.EPERM, "%q is the snapshot area", name)
+	}
 	switch {
 	case src.isDir() && !dn.isDir():
 		return errnof(syscall.ENOTDIR, "cannot replace non-directory %q with a directory", name)
@@ -429,6 +469,9 @@ func (s *state) replaceTarget(now int64, dd *inode, name string, src *inode) err
 }
 
 func (s *state) exchange(now int64, sd, sn, dd, dn *inode, r *stratapb.RenameRequest) (*stratapb.RenameResponse, error) {
+	if err := movable(dn); err != nil {
+		return nil, err
+	}
 	if dn.isDir() && s.isAncestor(dn.ino, sd.ino) {
 		return nil, errnof(syscall.EINVAL, "cannot move directory %q into itself", r.DstName)
 	}

@@ -116,6 +116,8 @@ func (s *Server) Start(ctx context.Context) error {
 	s.parts = parts
 	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, grpc.ChainUnaryInterceptor(s.met.interceptor))...)
 	stratapb.RegisterMetaServer(s.grpc, s)
+	stratapb.RegisterSnapServer(s.grpc, &snapService{s: s})
+	stratapb.RegisterImageServer(s.grpc, &imageService{s: s})
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.cfg.Net.Listener(grpcLis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -251,13 +253,21 @@ type FSMStats struct {
 	BadShards                        uint64 // reported bad and not yet repaired
 	AppliedIndex                     uint64
 	Digest                           uint64 // hash of the namespace: equal on voters in sync
+	// Stored is the bytes of every shard of the live chunks (Chunks counts
+	// distinct chunks, however many files hold each); ContentChunks counts
+	// those with a content hash (dedup).
+	Stored, ContentChunks uint64
 }
+
+// CommandsApplied is how many commands of type t this server's FSM has
+// applied since it started (or restored): tests count raft entries by it.
+func (s *Server) CommandsApplied(t CommandType) uint64 { return s.fsm.counts[t].Load() }
 
 // Stats summarises the FSM.
 func (s *Server) Stats() FSMStats {
 	var st FSMStats
 	_ = s.fsm.read(func(x *state) error {
-		st = FSMStats{Inodes: uint64(len(x.inodes)), Chunks: x.chunkCount, Logical: x.logical, Garbage: uint64(len(x.garbage)), BadShards: uint64(len(x.badShards)), Digest: x.digest()}
+		st = FSMStats{Inodes: uint64(len(x.inodes)), Chunks: uint64(len(x.refs)), Logical: x.logical, Garbage: uint64(len(x.garbage)), BadShards: uint64(len(x.badShards)), Digest: x.digest(), Stored: x.stored, ContentChunks: uint64(len(x.byHash))}
 		return nil
 	})
 	st.AppliedIndex = s.fsm.AppliedIndex()

@@ -323,7 +323,7 @@ func (s *Server) ClusterStatus(ctx context.Context, r *stratapb.ClusterStatusReq
 		for id, ds := range st.servers {
 			resp.Dataservers = append(resp.Dataservers, s.dsStatus(id, ds, now))
 		}
-		resp.Inodes, resp.Chunks, resp.LogicalBytes = uint64(len(st.inodes)), st.chunkCount, st.logical
+		resp.Inodes, resp.Chunks, resp.LogicalBytes = uint64(len(st.inodes)), uint64(len(st.refs)), st.logical
 		return nil
 	})
 	sortStatus(resp)

@@ -50,6 +50,10 @@ func (s *state) clone() *state {
 	c.members = maps.Clone(s.members)
 	c.badShards = maps.Clone(s.badShards)
 	c.garbage = slices.Clone(s.garbage)
+	c.refs = maps.Clone(s.refs)
+	c.byHash = maps.Clone(s.byHash) // entries are never changed in place
+	c.hashOf = maps.Clone(s.hashOf)
+	c.snaps = maps.Clone(s.snaps) // infos are never changed in place
 	d := *s.dedup
 	d.fifo = s.dedup.live()
 	d.head = 0
@@ -133,6 +137,9 @@ func (s *state) writeSnapshot(w io.Writer) error {
 			return err
 		}
 	}
+	if err := s.writeSnapState(put); err != nil {
+		return err
+	}
 	for _, e := range s.dedup.live() {
 		r, err := dedupRecord(e)
 		if err != nil {
@@ -146,7 +153,7 @@ func (s *state) writeSnapshot(w io.Writer) error {
 }
 
 func inodeRecord(n *inode) *stratapb.SnapshotInode {
-	r := &stratapb.SnapshotInode{Attr: n.attr(), Parent: n.parent, Xattrs: n.xattrs}
+	r := &stratapb.SnapshotInode{Attr: n.attr(), Parent: n.parent, Xattrs: n.xattrs, Flags: uint32(n.flags)}
 	r.Attr.Policy = n.pol.proto()
 	for i := range n.chunks {
 		r.Chunks = append(r.Chunks, n.chunks[i].proto())
@@ -205,6 +212,9 @@ func readSnapshot(r io.Reader, def policy) (*state, error) {
 	if err := st.check(); err != nil {
 		return nil, err
 	}
+	if err := st.checkSnapState(); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 
@@ -249,6 +259,8 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		s.garbage = append(s.garbage, garbageChunk{id: r.Garbage.ChunkId, servers: r.Garbage.Servers, at: r.Garbage.AtNs})
 	case *stratapb.SnapshotRecord_Dedup:
 		return s.restoreDedup(r.Dedup)
+	case *stratapb.SnapshotRecord_ChunkRefs, *stratapb.SnapshotRecord_ContentChunk, *stratapb.SnapshotRecord_Snap:
+		return s.restoreSnapRecord(rec)
 	default:
 		return fmt.Errorf("%w: unknown record", ErrBadSnapshot)
 	}
@@ -285,13 +297,13 @@ func (s *state) restoreInode(r *stratapb.SnapshotInode) error {
 		ino: a.Ino, typ: a.Type, mode: a.Mode, uid: a.Uid, gid: a.Gid, size: a.Size,
 		atime: a.AtimeNs, mtime: a.MtimeNs, ctime: a.CtimeNs, nlink: a.Nlink,
 		target: a.SymlinkTarget, parent: r.Parent, xattrs: r.Xattrs,
+		rdev: a.Rdev, flags: inodeFlag(r.Flags),
 	}
 	if a.Policy != nil {
 		n.pol = policyFromProto(a.Policy)
 	}
 	for _, c := range r.Chunks {
 		n.chunks = append(n.chunks, chunkFromProto(c))
-		s.chunkCount++
 	}
 	if !slices.IsSortedFunc(n.chunks, func(x, y chunk) int { return cmpU64(x.index, y.index) }) {
 		return fmt.Errorf("%w: inode %d chunks out of order", ErrBadSnapshot, a.Ino)
@@ -302,7 +314,7 @@ func (s *state) restoreInode(r *stratapb.SnapshotInode) error {
 			n.children[e.Name] = e.Ino
 		}
 	}
-	if n.typ == 0 || n.typ > 3 {
+	if n.typ <= stratapb.FileType_FILE_TYPE_UNSPECIFIED || n.typ > stratapb.FileType_SOCKET {
 		return fmt.Errorf("%w: inode %d of unknown type %d", ErrBadSnapshot, a.Ino, a.Type)
 	}
 	s.logical += n.size

@@ -141,7 +141,7 @@ func runBootctlStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}

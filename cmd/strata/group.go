@@ -63,7 +63,7 @@ func runGroupCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	g := bootctl.Group{Name: pos[0]}
 	gf.apply(fs, &g.Config, true)
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -85,7 +85,7 @@ func runGroupSet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func runGroupList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func runGroupShow(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -250,7 +250,7 @@ func doSwitch(ctx context.Context, cf *clientFlags, sf *switchFlags, stdout io.W
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}

@@ -32,8 +32,13 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.Debug, "debug", false, "log every FUSE request")
 	cacheDir := fs.String("cache-dir", envDefault("cache-dir", "/var/cache/strata"), "local chunk cache, shared by the mounts of this node (\"\" for none)")
 	cacheSize := fs.Int64("cache-size", client.DefaultCacheBytes, "bytes the chunk cache may use")
-	if err := parse(fs, args, 1, 1, "mount [flags] MOUNTPOINT"); err != nil {
+	image := fs.String("image", envDefault("image", ""), "mount this image (NAME:TAG) read-only, with --overlay as its writable upper layer")
+	overlay := fs.String("overlay", envDefault("overlay", ""), "with --image: local directory of the overlay (upper layer on this node's disk; made if missing, kept across mounts)")
+	if err := parse(fs, args, 1, 1, "mount [flags] MOUNTPOINT\n       strata mount [flags] --image NAME:TAG --overlay DIR MOUNTPOINT"); err != nil {
 		return err
+	}
+	if (*image == "") != (*overlay == "") {
+		return usageErr("--image and --overlay go together")
 	}
 	if *cacheSize < 0 {
 		return usageErr("--cache-size must not be negative")
@@ -45,6 +50,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer c.Close()
 	log, _ := newLogger(stderr, *cf.level)
 	o.Logger = log
+	if *image != "" {
+		return mountImage(ctx, c, *image, *overlay, fs.Arg(0), o, stdout, log)
+	}
 	m, err := fuse.Mount(ctx, c, fs.Arg(0), o)
 	if err != nil {
 		return err
@@ -106,15 +114,29 @@ func runUmount(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // umount unmounts one Strata mount: directly as root, through fusermount3
-// otherwise.
+// otherwise. For an image mount it takes down the overlay, then the image
+// under it.
 func umount(mp string, lazy bool) error {
 	abs, err := filepath.Abs(mp)
 	if err != nil {
 		return err
 	}
-	if !isStrataMount(abs) {
+	m, ok := strataMount(abs)
+	if !ok {
 		return fmt.Errorf("%s is not a Strata mount", abs)
 	}
+	if err := umountOne(abs, lazy); err != nil {
+		return err
+	}
+	if m.lower != "" {
+		if _, ok := strataMount(m.lower); ok {
+			return umountOne(m.lower, lazy)
+		}
+	}
+	return nil
+}
+
+func umountOne(abs string, lazy bool) error {
 	flags := 0
 	if lazy {
 		flags = syscall.MNT_DETACH
@@ -136,17 +158,39 @@ func umount(mp string, lazy bool) error {
 
 // isStrataMount looks mp up in /proc/mounts.
 func isStrataMount(mp string) bool {
+	_, ok := strataMount(mp)
+	return ok
+}
+
+// mountLine is what umount needs of a Strata mount: for an image mount's
+// overlay, the FUSE mount of the image below it.
+type mountLine struct{ lower string }
+
+// strataMount finds mp in /proc/mounts: a Strata FUSE mount, or the
+// overlayfs of an image mount (source "strata-overlay").
+func strataMount(mp string) (mountLine, bool) {
 	b, err := os.ReadFile("/proc/mounts")
 	if err != nil {
-		return false
+		return mountLine{}, false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 3 && f[1] == mp && strings.HasPrefix(f[2], "fuse") && strings.HasPrefix(f[0], "strata") {
-			return true
+		if len(f) < 4 || f[1] != mp {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(f[2], "fuse") && strings.HasPrefix(f[0], "strata"):
+			return mountLine{}, true
+		case f[2] == "overlay" && f[0] == "strata-overlay":
+			for _, o := range strings.Split(f[3], ",") {
+				if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+					return mountLine{lower: v}, true
+				}
+			}
+			return mountLine{}, true
 		}
 	}
-	return false
+	return mountLine{}, false
 }
 
 // mountDev mounts the dev cluster at mp, with a chunk cache in cacheDir;

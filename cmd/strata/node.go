@@ -31,8 +31,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return sub[args[0]](ctx, args[1:], stdout, stderr)
 }
 
-// openStore opens a client and the inventory it holds.
-func openStore(ctx context.Context, cf *clientFlags) (*bootctl.Store, *client.Client, error) {
+// openInventory opens a client and the inventory it holds.
+func openInventory(ctx context.Context, cf *clientFlags) (*bootctl.Store, *client.Client, error) {
 	c, err := cf.open()
 	if err != nil {
 		return nil, nil, err
@@ -115,7 +115,7 @@ func runNodeAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := nf.apply(fs, &n, true); err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func runNodeSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func runNodeRm(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ func runNodeList(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -245,7 +245,7 @@ func runNodeShow(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}

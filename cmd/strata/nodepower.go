@@ -97,7 +97,7 @@ func runNodePower(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func runNodeWake(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	st, c, err := openStore(ctx, cf)
+	st, c, err := openInventory(ctx, cf)
 	if err != nil {
 		return err
 	}

@@ -413,6 +413,7 @@ type SnapshotInode struct {
 	Xattrs        map[string][]byte      `protobuf:"bytes,4,rep,name=xattrs,proto3" json:"xattrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Entries       []*DirEntry            `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"` // directories: name + ino + type
 	HasPolicy     bool                   `protobuf:"varint,6,opt,name=has_policy,json=hasPolicy,proto3" json:"has_policy,omitempty"`
+	Flags         uint32                 `protobuf:"varint,40,opt,name=flags,proto3" json:"flags,omitempty"` // inodeFlag bits (frozen, pinned)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +488,13 @@ func (x *SnapshotInode) GetHasPolicy() bool {
 		return x.HasPolicy
 	}
 	return false
+}
+
+func (x *SnapshotInode) GetFlags() uint32 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
 }
 
 type SnapshotDataServer struct {
@@ -840,6 +848,9 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Dedup
 	//	*SnapshotRecord_BadShard
 	//	*SnapshotRecord_Garbage
+	//	*SnapshotRecord_ChunkRefs
+	//	*SnapshotRecord_ContentChunk
+	//	*SnapshotRecord_Snap
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -945,6 +956,33 @@ func (x *SnapshotRecord) GetGarbage() *SnapshotGarbage {
 	return nil
 }
 
+func (x *SnapshotRecord) GetChunkRefs() *SnapshotChunkRefs {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_ChunkRefs); ok {
+			return x.ChunkRefs
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetContentChunk() *SnapshotContentChunk {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_ContentChunk); ok {
+			return x.ContentChunk
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetSnap() *SnapshotSnap {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Snap); ok {
+			return x.Snap
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -977,6 +1015,18 @@ type SnapshotRecord_Garbage struct {
 	Garbage *SnapshotGarbage `protobuf:"bytes,7,opt,name=garbage,proto3,oneof"`
 }
 
+type SnapshotRecord_ChunkRefs struct {
+	ChunkRefs *SnapshotChunkRefs `protobuf:"bytes,40,opt,name=chunk_refs,json=chunkRefs,proto3,oneof"`
+}
+
+type SnapshotRecord_ContentChunk struct {
+	ContentChunk *SnapshotContentChunk `protobuf:"bytes,41,opt,name=content_chunk,json=contentChunk,proto3,oneof"`
+}
+
+type SnapshotRecord_Snap struct {
+	Snap *SnapshotSnap `protobuf:"bytes,42,opt,name=snap,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -990,6 +1040,12 @@ func (*SnapshotRecord_Dedup) isSnapshotRecord_Rec() {}
 func (*SnapshotRecord_BadShard) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Garbage) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_ChunkRefs) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_ContentChunk) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Snap) isSnapshotRecord_Rec() {}
 
 // GCDoneCommand tells the FSM that the shards of these garbage chunks were
 // deleted from the dataservers (or that their servers are gone for good).
@@ -1037,11 +1093,163 @@ func (x *GCDoneCommand) GetChunkIds() []uint64 {
 	return nil
 }
 
+// Reference counts of live chunks, in runs: refs[i] references to chunk
+// ids[i]. Restore checks them against the chunk lists of the inodes.
+type SnapshotChunkRefs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []uint64               `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	Refs          []uint32               `protobuf:"varint,2,rep,packed,name=refs,proto3" json:"refs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunkRefs) Reset() {
+	*x = SnapshotChunkRefs{}
+	mi := &file_stratapb_fsm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunkRefs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunkRefs) ProtoMessage() {}
+
+func (x *SnapshotChunkRefs) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_fsm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunkRefs.ProtoReflect.Descriptor instead.
+func (*SnapshotChunkRefs) Descriptor() ([]byte, []int) {
+	return file_stratapb_fsm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SnapshotChunkRefs) GetIds() []uint64 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *SnapshotChunkRefs) GetRefs() []uint32 {
+	if x != nil {
+		return x.Refs
+	}
+	return nil
+}
+
+// A content-addressed chunk: hash -> the stored chunk (layout included).
+type SnapshotContentChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunk         *Chunk                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotContentChunk) Reset() {
+	*x = SnapshotContentChunk{}
+	mi := &file_stratapb_fsm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotContentChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotContentChunk) ProtoMessage() {}
+
+func (x *SnapshotContentChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_fsm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotContentChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotContentChunk) Descriptor() ([]byte, []int) {
+	return file_stratapb_fsm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SnapshotContentChunk) GetChunk() *Chunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+// A named snapshot of a tenant.
+type SnapshotSnap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Info          *SnapshotInfo          `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSnap) Reset() {
+	*x = SnapshotSnap{}
+	mi := &file_stratapb_fsm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSnap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSnap) ProtoMessage() {}
+
+func (x *SnapshotSnap) ProtoReflect() protoreflect.Message {
+	mi := &file_stratapb_fsm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSnap.ProtoReflect.Descriptor instead.
+func (*SnapshotSnap) Descriptor() ([]byte, []int) {
+	return file_stratapb_fsm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SnapshotSnap) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SnapshotSnap) GetInfo() *SnapshotInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
 var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
 const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\"t\n" +
+	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\"t\n" +
 	"\x0fCommandEnvelope\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x15\n" +
 	"\x06now_ns\x18\x02 \x01(\x03R\x05nowNs\x12\x18\n" +
@@ -1075,7 +1283,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\x0edefault_policy\x18\a \x01(\v2\x17.strata.v1.StripePolicyR\rdefaultPolicy\x1a>\n" +
 	"\x10TenantRootsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xbd\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd3\x02\n" +
 	"\rSnapshotInode\x12#\n" +
 	"\x04attr\x18\x01 \x01(\v2\x0f.strata.v1.AttrR\x04attr\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12(\n" +
@@ -1083,7 +1291,8 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\x06xattrs\x18\x04 \x03(\v2$.strata.v1.SnapshotInode.XattrsEntryR\x06xattrs\x12-\n" +
 	"\aentries\x18\x05 \x03(\v2\x13.strata.v1.DirEntryR\aentries\x12\x1d\n" +
 	"\n" +
-	"has_policy\x18\x06 \x01(\bR\thasPolicy\x1a9\n" +
+	"has_policy\x18\x06 \x01(\bR\thasPolicy\x12\x14\n" +
+	"\x05flags\x18( \x01(\rR\x05flags\x1a9\n" +
 	"\vXattrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xca\x01\n" +
@@ -1117,7 +1326,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xa7\x03\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xdd\x04\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -1128,10 +1337,22 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"metaMember\x120\n" +
 	"\x05dedup\x18\x05 \x01(\v2\x18.strata.v1.SnapshotDedupH\x00R\x05dedup\x12:\n" +
 	"\tbad_shard\x18\x06 \x01(\v2\x1b.strata.v1.SnapshotBadShardH\x00R\bbadShard\x126\n" +
-	"\agarbage\x18\a \x01(\v2\x1a.strata.v1.SnapshotGarbageH\x00R\agarbageB\x05\n" +
+	"\agarbage\x18\a \x01(\v2\x1a.strata.v1.SnapshotGarbageH\x00R\agarbage\x12=\n" +
+	"\n" +
+	"chunk_refs\x18( \x01(\v2\x1c.strata.v1.SnapshotChunkRefsH\x00R\tchunkRefs\x12F\n" +
+	"\rcontent_chunk\x18) \x01(\v2\x1f.strata.v1.SnapshotContentChunkH\x00R\fcontentChunk\x12-\n" +
+	"\x04snap\x18* \x01(\v2\x17.strata.v1.SnapshotSnapH\x00R\x04snapB\x05\n" +
 	"\x03rec\",\n" +
 	"\rGCDoneCommand\x12\x1b\n" +
-	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIdsB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
+	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIds\"9\n" +
+	"\x11SnapshotChunkRefs\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\x12\x12\n" +
+	"\x04refs\x18\x02 \x03(\rR\x04refs\">\n" +
+	"\x14SnapshotContentChunk\x12&\n" +
+	"\x05chunk\x18\x01 \x01(\v2\x10.strata.v1.ChunkR\x05chunk\"S\n" +
+	"\fSnapshotSnap\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
+	"\x04info\x18\x02 \x01(\v2\x17.strata.v1.SnapshotInfoR\x04infoB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
 
 var (
 	file_stratapb_fsm_proto_rawDescOnce sync.Once
@@ -1145,7 +1366,7 @@ func file_stratapb_fsm_proto_rawDescGZIP() []byte {
 	return file_stratapb_fsm_proto_rawDescData
 }
 
-var file_stratapb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_stratapb_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_stratapb_fsm_proto_goTypes = []any{
 	(*CommandEnvelope)(nil),           // 0: strata.v1.CommandEnvelope
 	(*AllocateChunksCommand)(nil),     // 1: strata.v1.AllocateChunksCommand
@@ -1161,26 +1382,30 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*SnapshotBadShard)(nil),          // 11: strata.v1.SnapshotBadShard
 	(*SnapshotRecord)(nil),            // 12: strata.v1.SnapshotRecord
 	(*GCDoneCommand)(nil),             // 13: strata.v1.GCDoneCommand
-	nil,                               // 14: strata.v1.RegisterDataServerCommand.LabelsEntry
-	nil,                               // 15: strata.v1.SnapshotHeader.TenantRootsEntry
-	nil,                               // 16: strata.v1.SnapshotInode.XattrsEntry
-	nil,                               // 17: strata.v1.SnapshotDataServer.LabelsEntry
-	(*RequestHeader)(nil),             // 18: strata.v1.RequestHeader
-	(*StripePolicy)(nil),              // 19: strata.v1.StripePolicy
-	(*Attr)(nil),                      // 20: strata.v1.Attr
-	(*Chunk)(nil),                     // 21: strata.v1.Chunk
-	(*DirEntry)(nil),                  // 22: strata.v1.DirEntry
+	(*SnapshotChunkRefs)(nil),         // 14: strata.v1.SnapshotChunkRefs
+	(*SnapshotContentChunk)(nil),      // 15: strata.v1.SnapshotContentChunk
+	(*SnapshotSnap)(nil),              // 16: strata.v1.SnapshotSnap
+	nil,                               // 17: strata.v1.RegisterDataServerCommand.LabelsEntry
+	nil,                               // 18: strata.v1.SnapshotHeader.TenantRootsEntry
+	nil,                               // 19: strata.v1.SnapshotInode.XattrsEntry
+	nil,                               // 20: strata.v1.SnapshotDataServer.LabelsEntry
+	(*RequestHeader)(nil),             // 21: strata.v1.RequestHeader
+	(*StripePolicy)(nil),              // 22: strata.v1.StripePolicy
+	(*Attr)(nil),                      // 23: strata.v1.Attr
+	(*Chunk)(nil),                     // 24: strata.v1.Chunk
+	(*DirEntry)(nil),                  // 25: strata.v1.DirEntry
+	(*SnapshotInfo)(nil),              // 26: strata.v1.SnapshotInfo
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
-	18, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
-	14, // 1: strata.v1.RegisterDataServerCommand.labels:type_name -> strata.v1.RegisterDataServerCommand.LabelsEntry
-	15, // 2: strata.v1.SnapshotHeader.tenant_roots:type_name -> strata.v1.SnapshotHeader.TenantRootsEntry
-	19, // 3: strata.v1.SnapshotHeader.default_policy:type_name -> strata.v1.StripePolicy
-	20, // 4: strata.v1.SnapshotInode.attr:type_name -> strata.v1.Attr
-	21, // 5: strata.v1.SnapshotInode.chunks:type_name -> strata.v1.Chunk
-	16, // 6: strata.v1.SnapshotInode.xattrs:type_name -> strata.v1.SnapshotInode.XattrsEntry
-	22, // 7: strata.v1.SnapshotInode.entries:type_name -> strata.v1.DirEntry
-	17, // 8: strata.v1.SnapshotDataServer.labels:type_name -> strata.v1.SnapshotDataServer.LabelsEntry
+	21, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
+	17, // 1: strata.v1.RegisterDataServerCommand.labels:type_name -> strata.v1.RegisterDataServerCommand.LabelsEntry
+	18, // 2: strata.v1.SnapshotHeader.tenant_roots:type_name -> strata.v1.SnapshotHeader.TenantRootsEntry
+	22, // 3: strata.v1.SnapshotHeader.default_policy:type_name -> strata.v1.StripePolicy
+	23, // 4: strata.v1.SnapshotInode.attr:type_name -> strata.v1.Attr
+	24, // 5: strata.v1.SnapshotInode.chunks:type_name -> strata.v1.Chunk
+	19, // 6: strata.v1.SnapshotInode.xattrs:type_name -> strata.v1.SnapshotInode.XattrsEntry
+	25, // 7: strata.v1.SnapshotInode.entries:type_name -> strata.v1.DirEntry
+	20, // 8: strata.v1.SnapshotDataServer.labels:type_name -> strata.v1.SnapshotDataServer.LabelsEntry
 	5,  // 9: strata.v1.SnapshotRecord.header:type_name -> strata.v1.SnapshotHeader
 	6,  // 10: strata.v1.SnapshotRecord.inode:type_name -> strata.v1.SnapshotInode
 	7,  // 11: strata.v1.SnapshotRecord.dataserver:type_name -> strata.v1.SnapshotDataServer
@@ -1188,11 +1413,16 @@ var file_stratapb_fsm_proto_depIdxs = []int32{
 	9,  // 13: strata.v1.SnapshotRecord.dedup:type_name -> strata.v1.SnapshotDedup
 	11, // 14: strata.v1.SnapshotRecord.bad_shard:type_name -> strata.v1.SnapshotBadShard
 	10, // 15: strata.v1.SnapshotRecord.garbage:type_name -> strata.v1.SnapshotGarbage
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 16: strata.v1.SnapshotRecord.chunk_refs:type_name -> strata.v1.SnapshotChunkRefs
+	15, // 17: strata.v1.SnapshotRecord.content_chunk:type_name -> strata.v1.SnapshotContentChunk
+	16, // 18: strata.v1.SnapshotRecord.snap:type_name -> strata.v1.SnapshotSnap
+	24, // 19: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
+	26, // 20: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1201,6 +1431,7 @@ func file_stratapb_fsm_proto_init() {
 		return
 	}
 	file_stratapb_meta_proto_init()
+	file_stratapb_snap_proto_init()
 	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
@@ -1209,6 +1440,9 @@ func file_stratapb_fsm_proto_init() {
 		(*SnapshotRecord_Dedup)(nil),
 		(*SnapshotRecord_BadShard)(nil),
 		(*SnapshotRecord_Garbage)(nil),
+		(*SnapshotRecord_ChunkRefs)(nil),
+		(*SnapshotRecord_ContentChunk)(nil),
+		(*SnapshotRecord_Snap)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1216,7 +1450,7 @@ func file_stratapb_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stratapb_fsm_proto_rawDesc), len(file_stratapb_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

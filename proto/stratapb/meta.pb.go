@@ -32,6 +32,11 @@ const (
 	FileType_REGULAR               FileType = 1
 	FileType_DIRECTORY             FileType = 2
 	FileType_SYMLINK               FileType = 3
+	// Special files (mknod): devices carry Attr.rdev.
+	FileType_CHARDEV  FileType = 4
+	FileType_BLOCKDEV FileType = 5
+	FileType_FIFO     FileType = 6
+	FileType_SOCKET   FileType = 7
 )
 
 // Enum value maps for FileType.
@@ -41,12 +46,20 @@ var (
 		1: "REGULAR",
 		2: "DIRECTORY",
 		3: "SYMLINK",
+		4: "CHARDEV",
+		5: "BLOCKDEV",
+		6: "FIFO",
+		7: "SOCKET",
 	}
 	FileType_value = map[string]int32{
 		"FILE_TYPE_UNSPECIFIED": 0,
 		"REGULAR":               1,
 		"DIRECTORY":             2,
 		"SYMLINK":               3,
+		"CHARDEV":               4,
+		"BLOCKDEV":              5,
+		"FIFO":                  6,
+		"SOCKET":                7,
 	}
 )
 
@@ -412,6 +425,10 @@ type Attr struct {
 	Nlink         uint32                 `protobuf:"varint,10,opt,name=nlink,proto3" json:"nlink,omitempty"`
 	SymlinkTarget string                 `protobuf:"bytes,11,opt,name=symlink_target,json=symlinkTarget,proto3" json:"symlink_target,omitempty"`
 	Policy        *StripePolicy          `protobuf:"bytes,12,opt,name=policy,proto3" json:"policy,omitempty"` // effective policy (files: fixed at create)
+	// Device number of a CHARDEV or BLOCKDEV, Linux's encoding (unix.Mkdev).
+	Rdev uint32 `protobuf:"varint,40,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	// The inode lies in a frozen tree: every mutation of it fails with EPERM.
+	Frozen        bool `protobuf:"varint,41,opt,name=frozen,proto3" json:"frozen,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -530,20 +547,37 @@ func (x *Attr) GetPolicy() *StripePolicy {
 	return nil
 }
 
+func (x *Attr) GetRdev() uint32 {
+	if x != nil {
+		return x.Rdev
+	}
+	return 0
+}
+
+func (x *Attr) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
 // Chunk is an immutable piece of a file: bytes [index*chunk_size,
 // index*chunk_size+size) of the file. Bytes past size, up to the chunk size,
 // read as zeros (holes, truncation).
 type Chunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
-	Size          uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Scheme        Scheme                 `protobuf:"varint,4,opt,name=scheme,proto3,enum=strata.v1.Scheme" json:"scheme,omitempty"`
-	DataShards    uint32                 `protobuf:"varint,5,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
-	ParityShards  uint32                 `protobuf:"varint,6,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
-	ShardSize     uint32                 `protobuf:"varint,7,opt,name=shard_size,json=shardSize,proto3" json:"shard_size,omitempty"` // bytes in each shard file
-	Servers       []uint32               `protobuf:"varint,8,rep,packed,name=servers,proto3" json:"servers,omitempty"`               // dataserver id holding shard i
-	Crc32C        uint32                 `protobuf:"varint,9,opt,name=crc32c,proto3" json:"crc32c,omitempty"`                        // of the chunk's size bytes, end to end
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Index        uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Id           uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Size         uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Scheme       Scheme                 `protobuf:"varint,4,opt,name=scheme,proto3,enum=strata.v1.Scheme" json:"scheme,omitempty"`
+	DataShards   uint32                 `protobuf:"varint,5,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	ParityShards uint32                 `protobuf:"varint,6,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
+	ShardSize    uint32                 `protobuf:"varint,7,opt,name=shard_size,json=shardSize,proto3" json:"shard_size,omitempty"` // bytes in each shard file
+	Servers      []uint32               `protobuf:"varint,8,rep,packed,name=servers,proto3" json:"servers,omitempty"`               // dataserver id holding shard i
+	Crc32C       uint32                 `protobuf:"varint,9,opt,name=crc32c,proto3" json:"crc32c,omitempty"`                        // of the chunk's size bytes, end to end
+	// sha256 of the chunk's data, for content-addressed (deduplicated)
+	// chunks; empty for the others.
+	Hash          []byte `protobuf:"bytes,40,opt,name=hash,proto3" json:"hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -639,6 +673,13 @@ func (x *Chunk) GetCrc32C() uint32 {
 		return x.Crc32C
 	}
 	return 0
+}
+
+func (x *Chunk) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
 }
 
 type DirEntry struct {
@@ -2675,6 +2716,11 @@ type ChunkCommit struct {
 	// this id (or none is there and expected_id is 0 with must_be_empty).
 	ExpectedId    uint64 `protobuf:"varint,2,opt,name=expected_id,json=expectedId,proto3" json:"expected_id,omitempty"`
 	CheckExpected bool   `protobuf:"varint,3,opt,name=check_expected,json=checkExpected,proto3" json:"check_expected,omitempty"`
+	// shared: chunk names a stored content-addressed chunk (chunk.id and
+	// chunk.hash as LookupChunks returned them, chunk.index where it goes in
+	// this file); its reference count goes up instead of a new chunk being
+	// stored. The layout is the service's, whatever else the chunk says.
+	Shared        bool `protobuf:"varint,40,opt,name=shared,proto3" json:"shared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2726,6 +2772,13 @@ func (x *ChunkCommit) GetExpectedId() uint64 {
 func (x *ChunkCommit) GetCheckExpected() bool {
 	if x != nil {
 		return x.CheckExpected
+	}
+	return false
+}
+
+func (x *ChunkCommit) GetShared() bool {
+	if x != nil {
+		return x.Shared
 	}
 	return false
 }
@@ -4228,7 +4281,7 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\rparity_shards\x18\x02 \x01(\rR\fparityShards\x12\x1d\n" +
 	"\n" +
 	"chunk_size\x18\x03 \x01(\rR\tchunkSize\x12'\n" +
-	"\x0fsmall_threshold\x18\x04 \x01(\rR\x0esmallThreshold\"\xcc\x02\n" +
+	"\x0fsmall_threshold\x18\x04 \x01(\rR\x0esmallThreshold\"\xf8\x02\n" +
 	"\x04Attr\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12'\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x13.strata.v1.FileTypeR\x04type\x12\x12\n" +
@@ -4242,7 +4295,9 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x05nlink\x18\n" +
 	" \x01(\rR\x05nlink\x12%\n" +
 	"\x0esymlink_target\x18\v \x01(\tR\rsymlinkTarget\x12/\n" +
-	"\x06policy\x18\f \x01(\v2\x17.strata.v1.StripePolicyR\x06policy\"\x83\x02\n" +
+	"\x06policy\x18\f \x01(\v2\x17.strata.v1.StripePolicyR\x06policy\x12\x12\n" +
+	"\x04rdev\x18( \x01(\rR\x04rdev\x12\x16\n" +
+	"\x06frozen\x18) \x01(\bR\x06frozen\"\x97\x02\n" +
 	"\x05Chunk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
@@ -4254,7 +4309,8 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\n" +
 	"shard_size\x18\a \x01(\rR\tshardSize\x12\x18\n" +
 	"\aservers\x18\b \x03(\rR\aservers\x12\x16\n" +
-	"\x06crc32c\x18\t \x01(\rR\x06crc32c\"~\n" +
+	"\x06crc32c\x18\t \x01(\rR\x06crc32c\x12\x12\n" +
+	"\x04hash\x18( \x01(\fR\x04hash\"~\n" +
 	"\bDirEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12'\n" +
@@ -4397,12 +4453,13 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\fserver_addrs\x18\x02 \x03(\v22.strata.v1.AllocateChunksResponse.ServerAddrsEntryR\vserverAddrs\x1a>\n" +
 	"\x10ServerAddrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
 	"\vChunkCommit\x12&\n" +
 	"\x05chunk\x18\x01 \x01(\v2\x10.strata.v1.ChunkR\x05chunk\x12\x1f\n" +
 	"\vexpected_id\x18\x02 \x01(\x04R\n" +
 	"expectedId\x12%\n" +
-	"\x0echeck_expected\x18\x03 \x01(\bR\rcheckExpected\"\xbf\x01\n" +
+	"\x0echeck_expected\x18\x03 \x01(\bR\rcheckExpected\x12\x16\n" +
+	"\x06shared\x18( \x01(\bR\x06shared\"\xbf\x01\n" +
 	"\x13CommitChunksRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12.\n" +
@@ -4521,12 +4578,17 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x11AddMemberResponse\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
-	"\x14RemoveMemberResponse*N\n" +
+	"\x14RemoveMemberResponse*\x7f\n" +
 	"\bFileType\x12\x19\n" +
 	"\x15FILE_TYPE_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aREGULAR\x10\x01\x12\r\n" +
 	"\tDIRECTORY\x10\x02\x12\v\n" +
-	"\aSYMLINK\x10\x03*=\n" +
+	"\aSYMLINK\x10\x03\x12\v\n" +
+	"\aCHARDEV\x10\x04\x12\f\n" +
+	"\bBLOCKDEV\x10\x05\x12\b\n" +
+	"\x04FIFO\x10\x06\x12\n" +
+	"\n" +
+	"\x06SOCKET\x10\a*=\n" +
 	"\x06Scheme\x12\x16\n" +
 	"\x12SCHEME_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aERASURE\x10\x01\x12\x0e\n" +
