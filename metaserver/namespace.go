@@ -77,7 +77,7 @@ type state struct {
 	hashOf map[uint64]contentHash
 	// snaps are the named snapshots, by tenant and name.
 	snaps map[snapKey]*stratapb.SnapshotInfo
-	heal       healState
+	heal  healState
 }
 
 func newState(def policy) *state {

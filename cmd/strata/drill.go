@@ -32,6 +32,7 @@ type drillOptions struct {
 	devControl        string
 	killCmd, startCmd string
 	jsonOut           bool
+	viaIPMI           bool // power the leader's node off and on through its BMC (drill_ipmi.go)
 }
 
 // roundReport is one round of the drill: what an operator wants to know.
@@ -68,6 +69,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.killCmd, "kill-cmd", "", "shell command that kills metaserver {id} (at {grpc}); e.g. 'ssh {host} systemctl kill -s KILL strata-meta'")
 	fs.StringVar(&o.startCmd, "restart-cmd", "", "shell command that starts metaserver {id} again")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
+	fs.BoolVar(&o.viaIPMI, "via-ipmi", false, "power the leader's node off (and on again) through its BMC, as found in the boot controller's inventory, instead of killing the process")
 	if err := parse(fs, args[1:], 0, 0, "drill meta-failover [flags]"); err != nil {
 		return err
 	}
@@ -76,6 +78,9 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if (o.killCmd == "") != (o.startCmd == "") {
 		return usageErr("--kill-cmd and --restart-cmd go together")
+	}
+	if o.viaIPMI && o.killCmd != "" {
+		return usageErr("--via-ipmi and --kill-cmd exclude each other")
 	}
 	d := &drill{o: o, log: slog.New(slog.DiscardHandler)}
 	var reports []roundReport
@@ -175,6 +180,9 @@ func (d *drill) round(ctx context.Context, n int) (roundReport, error) {
 // act kills or restarts metaserver id, by command template or through
 // the dev cluster's control endpoint.
 func (d *drill) act(ctx context.Context, what, id, grpcAddr string) error {
+	if d.o.viaIPMI {
+		return d.actIPMI(ctx, what, id)
+	}
 	tmpl := map[string]string{"kill": d.o.killCmd, "restart": d.o.startCmd}[what]
 	if tmpl != "" {
 		host, _, _ := strings.Cut(grpcAddr, ":")

@@ -39,6 +39,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintln(stdout)
 	printRepair(stdout, rs)
+	printBootSection(ctx, c, stdout)
 	return nil
 }
 

@@ -1,0 +1,111 @@
+package bootctl
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// replace swaps a voter that did not come back for a spare node: the dead
+// node is powered off (so it cannot return with a stale view), the spare
+// is powered on as an empty metaserver, added as a voter, the dead voter
+// removed, and the spare followed until it has caught up (by snapshot).
+func (w *Watchdog) replace(ctx context.Context, vs *voterState) error {
+	start := time.Now()
+	if dead, err := w.nodeOf(ctx, vs.ID); err == nil {
+		r := powerOne(ctx, w.Power, dead, ActionOff, w.Cfg.Power.withDefaults(), w.Log)
+		w.event(ctx, Event{Kind: "power-off-dead", Node: dead.Name, Member: vs.ID, Detail: errText(r.Err)})
+	}
+	spare, err := w.pickSpare(ctx)
+	if err != nil {
+		return err
+	}
+	r := powerOne(ctx, w.Power, spare, ActionOn, w.Cfg.Power.withDefaults(), w.Log)
+	if r.Err != nil {
+		return fmt.Errorf("power on spare %s: %w", spare.Name, r.Err)
+	}
+	w.event(ctx, Event{Kind: "spare-on", Node: spare.Name, Member: spare.MetaID, Detail: fmt.Sprintf("replacing %s, which did not rejoin within %v", vs.ID, w.Cfg.RejoinTimeout)})
+	if err := w.waitAnswering(ctx, spare.MetaGRPC); err != nil {
+		return fmt.Errorf("spare %s: %w", spare.Name, err)
+	}
+	if err := w.Store.c.AddMember(ctx, spare.MetaID, spare.MetaRaft); err != nil {
+		return fmt.Errorf("add voter %s: %w", spare.MetaID, err)
+	}
+	w.event(ctx, Event{Kind: "voter-added", Node: spare.Name, Member: spare.MetaID, Detail: spare.MetaRaft})
+	if err := w.Store.c.RemoveMember(ctx, vs.ID); err != nil {
+		return fmt.Errorf("remove voter %s: %w", vs.ID, err)
+	}
+	w.event(ctx, Event{Kind: "voter-removed", Member: vs.ID})
+	delete(w.voters, vs.ID)
+	if err := w.waitCaughtUp(ctx, spare); err != nil {
+		return err
+	}
+	if _, err := w.Store.UpdateNode(ctx, spare.Name, func(n *Node) error { n.Role = RoleMetadata; return nil }); err != nil {
+		w.Log.Warn("watchdog: could not mark the spare as a metadata node", "node", spare.Name, "err", err)
+	}
+	w.event(ctx, Event{Kind: "replaced", Node: spare.Name, Member: spare.MetaID, Detail: fmt.Sprintf("%s replaced %s in %v", spare.MetaID, vs.ID, time.Since(start).Round(time.Millisecond))})
+	return nil
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+// pickSpare returns a spare node that can run a metaserver.
+func (w *Watchdog) pickSpare(ctx context.Context) (Node, error) {
+	nodes, err := w.Store.ListNodes(ctx)
+	if err != nil {
+		return Node{}, err
+	}
+	for _, n := range nodes {
+		if n.Role == RoleSpare && n.MetaID != "" && n.MetaRaft != "" && n.MetaGRPC != "" {
+			if _, member := w.voters[n.MetaID]; !member {
+				return n, nil
+			}
+		}
+	}
+	return Node{}, ErrNoSpare
+}
+
+func (w *Watchdog) waitAnswering(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(w.Cfg.CatchUpTimeout)
+	for {
+		err := w.Probe(ctx, addr)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("not answering at %s after %v: %w", addr, w.Cfg.CatchUpTimeout, err)
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+// waitCaughtUp records a marker event through the leader, then reads the
+// event log from the spare's own state until the marker is there: the
+// spare has then applied everything up to it (from a snapshot and the log).
+func (w *Watchdog) waitCaughtUp(ctx context.Context, spare Node) error {
+	start := time.Now()
+	marker := w.event(ctx, Event{Kind: "catch-up", Node: spare.Name, Member: spare.MetaID, Detail: "waiting for the new voter to apply up to here"})
+	c := w.probes[spare.MetaGRPC]
+	if c == nil {
+		return fmt.Errorf("no probe client for %s", spare.MetaGRPC)
+	}
+	st := NewStore(c, w.Log)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		evs, err := st.Events(rctx)
+		cancel()
+		if err == nil && len(evs) > 0 && evs[len(evs)-1].Seq >= marker.Seq {
+			w.event(ctx, Event{Kind: "caught-up", Node: spare.Name, Member: spare.MetaID, Detail: fmt.Sprintf("in %v", time.Since(start).Round(time.Millisecond))})
+			return nil
+		}
+		if time.Since(start) > w.Cfg.CatchUpTimeout || ctx.Err() != nil {
+			return fmt.Errorf("spare %s did not catch up within %v (last error: %v)", spare.Name, w.Cfg.CatchUpTimeout, err)
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}

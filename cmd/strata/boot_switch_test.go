@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/strata-hpc/strata/bootctl"
+	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/ipmisim"
+	"github.com/strata-hpc/strata/internal/testcluster"
+)
+
+// bootRig is a metadata cluster, a boot controller's HTTP server, and
+// simulated nodes whose BMCs power real boot agents.
+type bootRig struct {
+	t     *testing.T
+	tc    *testcluster.Cluster
+	c     *client.Client
+	st    *bootctl.Store
+	url   string
+	meta  string
+	dir   string
+	bmcs  map[string]*ipmisim.BMC
+	mnts  map[string]string
+	ovlys string
+}
+
+func newBootRig(t *testing.T) *bootRig {
+	t.Helper()
+	if !ipmisim.Available() {
+		t.Skip("ipmi_sim not installed (scripts/install-deps.sh)")
+	}
+	r := &bootRig{t: t, dir: t.TempDir(), bmcs: map[string]*ipmisim.BMC{}, mnts: map[string]string{}}
+	r.ovlys = filepath.Join(r.dir, "overlays")
+	r.tc = testcluster.New(t, testcluster.Options{Meta: 3})
+	r.meta = strings.Join(r.tc.MetaAddrs(), ",")
+	c, err := client.New(client.Config{MetaAddrs: r.tc.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r.c, r.st = c, bootctl.NewStore(c, nil)
+	ctx := context.Background()
+	if err := r.st.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.url = "http://" + lis.Addr().String()
+	hs := &http.Server{Handler: bootctl.NewServer(r.st, bootctl.ServerConfig{Meta: r.meta, URL: r.url})}
+	go hs.Serve(lis) //nolint:errcheck // closed in cleanup
+	t.Cleanup(func() { hs.Close() })
+	// Registered after the BMCs' own cleanups run (LIFO): detach any mount
+	// a killed agent left behind.
+	t.Cleanup(func() {
+		for _, mp := range r.mnts {
+			if bootctl.IsMounted(mp) {
+				t.Errorf("%s still mounted after its node was powered off; detaching", mp)
+				syscall.Unmount(mp, syscall.MNT_DETACH)
+			}
+		}
+	})
+	return r
+}
+
+// addNode starts a BMC whose power-on runs `strata boot-agent` (the test
+// binary) and registers the node in group.
+func (r *bootRig) addNode(name, mac, group string, agentArgs ...string) {
+	r.t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	mp := filepath.Join(r.dir, "mnt", name)
+	r.mnts[name] = mp
+	// Stand-in: the whole-FS mount, checked for the image directory,
+	// until the image mount (strata mount --image, branch image) is merged.
+	b := ipmisim.Start(r.t, ipmisim.Options{
+		Node: append([]string{self, "boot-agent", "--ipxe-url", r.url + "/boot/ipxe", "--mac", mac, "--overlay-root", r.ovlys,
+			"--mountpoint", mp, "--whole-fs-mount", "--heartbeat", "1s"},
+			agentArgs...),
+		Env:      []string{asStrata},
+		Password: "Sekr1t-" + name,
+	})
+	r.bmcs[name] = b
+	mustCLIRun(r.t, "node", "add", name, "--meta", r.meta, "--mac", mac, "--bmc", b.Addr(), "--bmc-user", b.User, "--bmc-password", b.Password, "--group", group)
+}
+
+// mustCLIRun runs a strata command in-process and fails the test on error.
+func mustCLIRun(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := cliRun(args...)
+	if code != 0 {
+		t.Fatalf("strata %s: exit %d\n%s\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func cliRun(args ...string) (int, string, string) {
+	var out, errb strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	code := run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// checkBooted verifies every node of the rig checked in with image at
+// generation gen, is mounted, and that its BMC says power on and boot
+// device PXE (cross-checked with ipmitool).
+func (r *bootRig) checkBooted(image string, gen uint64) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for name, b := range r.bmcs {
+		ci, err := r.st.GetCheckIn(ctx, name)
+		if err != nil || ci.Image != image || ci.Generation != gen || ci.Error != "" {
+			r.t.Errorf("%s: check-in %+v, %v; want %s generation %d", name, ci, err, image, gen)
+		}
+		if !bootctl.IsMounted(r.mnts[name]) {
+			r.t.Errorf("%s: %s not mounted", name, r.mnts[name])
+		}
+		iname, itag, _ := strings.Cut(image, ":")
+		if _, err := os.Stat(filepath.Join(r.mnts[name], "images", iname, itag)); err != nil && bootctl.IsMounted(r.mnts[name]) {
+			r.t.Errorf("image %s not visible in %s's mount: %v", image, name, err)
+		}
+		if out, err := b.Ipmitool(ctx, "chassis", "power", "status"); err != nil || !strings.Contains(out, "is on") {
+			r.t.Errorf("%s: ipmitool power: %q %v", name, out, err)
+		}
+		if out, err := b.Ipmitool(ctx, "chassis", "bootparam", "get", "5"); err != nil || !strings.Contains(out, "PXE") {
+			r.t.Errorf("%s: ipmitool boot device: %q %v", name, out, err)
+		}
+	}
+}
+
+// TestGroupSwitchOnSimulatedNodes: 4 nodes on ipmi_sim BMCs, each power-on
+// starting a real boot agent that fetches its iPXE script, mounts and
+// checks in. The group is switched A -> B (every node power-cycled, checks
+// in with B), rolled back to A, and bad switches change nothing.
+func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
+	r := newBootRig(t)
+	ctx := context.Background()
+	for _, d := range []string{"/images/alpha/1", "/images/beta/2"} {
+		if err := r.c.MkdirAll(ctx, d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCLIRun(t, "group", "create", "hpc", "--meta", r.meta, "--image", "alpha:1", "--overlay", "ova")
+	for i := 0; i < 4; i++ {
+		r.addNode(fmt.Sprintf("n%d", i), fmt.Sprintf("02:00:00:00:00:%02x", i+1), "hpc")
+	}
+	// First boot of all four (a switch from nothing is a power-on).
+	out := mustCLIRun(t, "node", "power", "on", "--meta", r.meta, "--pxe", "--group", "hpc")
+	t.Logf("\n%s", out)
+	for name := range r.bmcs {
+		if _, err := bootctl.WaitCheckIn(ctx, r.st, name, 60*time.Second, 100*time.Millisecond, func(ci bootctl.CheckIn) bool { return ci.Generation == 1 }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.checkBooted("alpha:1", 1)
+	// Leave a file in each node's A-time overlay.
+	for name := range r.bmcs {
+		if err := os.WriteFile(filepath.Join(r.ovlys, "ova", name, "kept"), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	boots := r.boots()
+
+	// Bad switches change nothing and reboot nobody.
+	if code, _, errOut := cliRun("group", "switch", "hpc", "--meta", r.meta, "--image", "gamma:9"); code == 0 || !strings.Contains(errOut, "image does not exist") {
+		t.Errorf("switch to a missing image: exit %d: %s", code, errOut)
+	}
+	if code, out, _ := cliRun("group", "switch", "hpc", "--meta", r.meta, "--image", "beta:2", "--dry-run"); code != 0 || !strings.Contains(out, "dry run") {
+		t.Errorf("dry run: exit %d: %s", code, out)
+	}
+	if g, _ := r.st.GetGroup(ctx, "hpc"); g.Config.Image != "alpha:1" || g.Config.Generation != 1 {
+		t.Errorf("group changed by a refused or dry-run switch: %+v", g.Config)
+	}
+	if b := r.boots(); b != boots {
+		t.Errorf("nodes rebooted by a refused or dry-run switch: %d boots, was %d", b, boots)
+	}
+
+	start := time.Now()
+	out = mustCLIRun(t, "group", "switch", "hpc", "--meta", r.meta, "--image", "beta:2", "--overlay", "ovb", "--boot-timeout", "60s")
+	t.Logf("switch A->B in %v:\n%s", time.Since(start).Round(time.Millisecond), out)
+	r.checkBooted("beta:2", 2)
+	if b := r.boots(); b != boots+4 {
+		t.Errorf("%d boots after the switch; want %d (each node once)", b, boots+4)
+	}
+	// A fifth node whose BMC refuses our password: the rollback does every
+	// other node and reports this one as failed, with the reason.
+	mustCLIRun(t, "node", "add", "broken", "--meta", r.meta, "--mac", "02:00:00:00:00:99", "--bmc", r.bmcs["n0"].Addr(),
+		"--bmc-password", "wrong", "--group", "hpc")
+	code, out, errOut := cliRun("group", "rollback", "hpc", "--meta", r.meta, "--boot-timeout", "60s", "--ipmi-retries", "0")
+	t.Logf("rollback:\n%s", out)
+	if code != 1 || !strings.Contains(errOut, "1 of 5 nodes did not switch") || !strings.Contains(out, "broken: node broken: cycle: bootctl: BMC refused the credentials") {
+		t.Errorf("rollback with a broken BMC: exit %d\n%s\n%s", code, out, errOut)
+	}
+	mustCLIRun(t, "node", "rm", "broken", "--meta", r.meta)
+	r.checkBooted("alpha:1", 3)
+	for name := range r.bmcs {
+		if got, err := os.ReadFile(filepath.Join(r.ovlys, "ova", name, "kept")); err != nil || string(got) != name {
+			t.Errorf("%s: A-time overlay file: %q %v", name, got, err)
+		}
+		if ci, _ := r.st.GetCheckIn(ctx, name); ci.Overlay != "ova" {
+			t.Errorf("%s: overlay after rollback %q; want ova", name, ci.Overlay)
+		}
+	}
+	out = mustCLIRun(t, "node", "list", "--meta", r.meta)
+	if strings.Contains(out, "password") || !strings.Contains(out, "alpha:1 (gen 3)") {
+		t.Errorf("node list:\n%s", out)
+	}
+	out = mustCLIRun(t, "node", "show", "n0", "--meta", r.meta)
+	if strings.Contains(out, r.bmcs["n0"].Password) {
+		t.Errorf("node show prints the BMC password:\n%s", out)
+	}
+}
+
+func (r *bootRig) boots() int {
+	n := 0
+	for _, b := range r.bmcs {
+		n += b.Boots()
+	}
+	return n
+}
