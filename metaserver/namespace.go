@@ -68,6 +68,7 @@ type state struct {
 	defPolicy  policy
 	chunkCount uint64
 	logical    uint64 // sum of file sizes
+	locks      lockTable
 }
 
 func newState(def policy) *state {
@@ -83,6 +84,7 @@ func newState(def policy) *state {
 		badShards:  make(map[shardRef]badShard),
 		dedup:      newDedupTable(defaultDedupEntries, defaultDedupAge),
 		defPolicy:  def,
+		locks:      newLockTable(),
 	}
 	s.inodes[rootIno] = &inode{
 		ino: rootIno, parent: rootIno, typ: stratapb.FileType_DIRECTORY, mode: 0o755,

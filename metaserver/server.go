@@ -116,6 +116,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.parts = parts
 	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, grpc.ChainUnaryInterceptor(s.met.interceptor))...)
 	stratapb.RegisterMetaServer(s.grpc, s)
+	stratapb.RegisterLockServer(s.grpc, &lockService{s: s})
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.cfg.Net.Listener(grpcLis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

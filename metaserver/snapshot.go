@@ -50,6 +50,7 @@ func (s *state) clone() *state {
 	c.members = maps.Clone(s.members)
 	c.badShards = maps.Clone(s.badShards)
 	c.garbage = slices.Clone(s.garbage)
+	c.locks = s.locks.clone()
 	d := *s.dedup
 	d.fifo = s.dedup.live()
 	d.head = 0
@@ -130,6 +131,11 @@ func (s *state) writeSnapshot(w io.Writer) error {
 	for _, g := range s.garbage {
 		r := &stratapb.SnapshotGarbage{ChunkId: g.id, Servers: g.servers, AtNs: g.at}
 		if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_Garbage{Garbage: r}}); err != nil {
+			return err
+		}
+	}
+	for _, rec := range s.locks.records() {
+		if err := put(rec); err != nil {
 			return err
 		}
 	}
@@ -249,6 +255,13 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		s.garbage = append(s.garbage, garbageChunk{id: r.Garbage.ChunkId, servers: r.Garbage.Servers, at: r.Garbage.AtNs})
 	case *stratapb.SnapshotRecord_Dedup:
 		return s.restoreDedup(r.Dedup)
+	case *stratapb.SnapshotRecord_LockSession:
+		s.locks.sessions[r.LockSession.Session] = r.LockSession.ExpiresNs
+	case *stratapb.SnapshotRecord_Lock:
+		if r.Lock.Lock == nil {
+			return fmt.Errorf("%w: lock record without a lock", ErrBadSnapshot)
+		}
+		s.locks.byIno[r.Lock.Ino] = append(s.locks.byIno[r.Lock.Ino], r.Lock.Lock)
 	default:
 		return fmt.Errorf("%w: unknown record", ErrBadSnapshot)
 	}

@@ -840,6 +840,8 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Dedup
 	//	*SnapshotRecord_BadShard
 	//	*SnapshotRecord_Garbage
+	//	*SnapshotRecord_LockSession
+	//	*SnapshotRecord_Lock
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -945,6 +947,24 @@ func (x *SnapshotRecord) GetGarbage() *SnapshotGarbage {
 	return nil
 }
 
+func (x *SnapshotRecord) GetLockSession() *SnapshotLockSession {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_LockSession); ok {
+			return x.LockSession
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetLock() *SnapshotLock {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Lock); ok {
+			return x.Lock
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -977,6 +997,15 @@ type SnapshotRecord_Garbage struct {
 	Garbage *SnapshotGarbage `protobuf:"bytes,7,opt,name=garbage,proto3,oneof"`
 }
 
+type SnapshotRecord_LockSession struct {
+	// ha range 60-79: the cluster-wide lock table.
+	LockSession *SnapshotLockSession `protobuf:"bytes,60,opt,name=lock_session,json=lockSession,proto3,oneof"`
+}
+
+type SnapshotRecord_Lock struct {
+	Lock *SnapshotLock `protobuf:"bytes,61,opt,name=lock,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -990,6 +1019,10 @@ func (*SnapshotRecord_Dedup) isSnapshotRecord_Rec() {}
 func (*SnapshotRecord_BadShard) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Garbage) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_LockSession) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Lock) isSnapshotRecord_Rec() {}
 
 // GCDoneCommand tells the FSM that the shards of these garbage chunks were
 // deleted from the dataservers (or that their servers are gone for good).
@@ -1041,7 +1074,7 @@ var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
 const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\"t\n" +
+	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/lock.proto\"t\n" +
 	"\x0fCommandEnvelope\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x15\n" +
 	"\x06now_ns\x18\x02 \x01(\x03R\x05nowNs\x12\x18\n" +
@@ -1117,7 +1150,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xa7\x03\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x9b\x04\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -1128,7 +1161,9 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"metaMember\x120\n" +
 	"\x05dedup\x18\x05 \x01(\v2\x18.strata.v1.SnapshotDedupH\x00R\x05dedup\x12:\n" +
 	"\tbad_shard\x18\x06 \x01(\v2\x1b.strata.v1.SnapshotBadShardH\x00R\bbadShard\x126\n" +
-	"\agarbage\x18\a \x01(\v2\x1a.strata.v1.SnapshotGarbageH\x00R\agarbageB\x05\n" +
+	"\agarbage\x18\a \x01(\v2\x1a.strata.v1.SnapshotGarbageH\x00R\agarbage\x12C\n" +
+	"\flock_session\x18< \x01(\v2\x1e.strata.v1.SnapshotLockSessionH\x00R\vlockSession\x12-\n" +
+	"\x04lock\x18= \x01(\v2\x17.strata.v1.SnapshotLockH\x00R\x04lockB\x05\n" +
 	"\x03rec\",\n" +
 	"\rGCDoneCommand\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIdsB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
@@ -1170,6 +1205,8 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*Attr)(nil),                      // 20: strata.v1.Attr
 	(*Chunk)(nil),                     // 21: strata.v1.Chunk
 	(*DirEntry)(nil),                  // 22: strata.v1.DirEntry
+	(*SnapshotLockSession)(nil),       // 23: strata.v1.SnapshotLockSession
+	(*SnapshotLock)(nil),              // 24: strata.v1.SnapshotLock
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
 	18, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
@@ -1188,11 +1225,13 @@ var file_stratapb_fsm_proto_depIdxs = []int32{
 	9,  // 13: strata.v1.SnapshotRecord.dedup:type_name -> strata.v1.SnapshotDedup
 	11, // 14: strata.v1.SnapshotRecord.bad_shard:type_name -> strata.v1.SnapshotBadShard
 	10, // 15: strata.v1.SnapshotRecord.garbage:type_name -> strata.v1.SnapshotGarbage
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 16: strata.v1.SnapshotRecord.lock_session:type_name -> strata.v1.SnapshotLockSession
+	24, // 17: strata.v1.SnapshotRecord.lock:type_name -> strata.v1.SnapshotLock
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1201,6 +1240,7 @@ func file_stratapb_fsm_proto_init() {
 		return
 	}
 	file_stratapb_meta_proto_init()
+	file_stratapb_lock_proto_init()
 	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
@@ -1209,6 +1249,8 @@ func file_stratapb_fsm_proto_init() {
 		(*SnapshotRecord_Dedup)(nil),
 		(*SnapshotRecord_BadShard)(nil),
 		(*SnapshotRecord_Garbage)(nil),
+		(*SnapshotRecord_LockSession)(nil),
+		(*SnapshotRecord_Lock)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
