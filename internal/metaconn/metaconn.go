@@ -188,6 +188,14 @@ func (c *Conn) Leader() string {
 // Call runs fn against the leader until it succeeds, fails with an error
 // that retrying cannot fix, or the context (or the retry budget) ends.
 func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, mc stratapb.MetaClient) error) error {
+	return c.CallConn(ctx, func(ctx context.Context, cc grpc.ClientConnInterface) error {
+		return fn(ctx, stratapb.NewMetaClient(cc))
+	})
+}
+
+// CallConn is Call for the other services of the metaservers (Lock): fn
+// gets the leader's connection.
+func (c *Conn) CallConn(ctx context.Context, fn func(ctx context.Context, cc grpc.ClientConnInterface) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.RetryBudget)
@@ -230,14 +238,14 @@ func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, mc stratap
 	}
 }
 
-func (c *Conn) attempt(ctx context.Context, addr string, timeout time.Duration, fn func(ctx context.Context, mc stratapb.MetaClient) error) error {
+func (c *Conn) attempt(ctx context.Context, addr string, timeout time.Duration, fn func(ctx context.Context, cc grpc.ClientConnInterface) error) error {
 	cc, err := c.conn(addr)
 	if err != nil {
 		return err
 	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return fn(actx, stratapb.NewMetaClient(cc))
+	return fn(actx, cc)
 }
 
 // Close closes every connection.
