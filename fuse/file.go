@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -22,7 +23,9 @@ type handle struct {
 	rd     reader
 	// flockOwner is the kernel's lock owner of a flock taken through this
 	// handle (0: none), released when the handle is (see locks.go).
-	flockOwner atomic.Uint64
+	flockOwner  atomic.Uint64
+	lockMu      sync.Mutex
+	posixOwners []uint64 // POSIX lock owners that locked through this handle
 }
 
 var (
@@ -160,8 +163,8 @@ func (n *node) flush(ctx context.Context, op string) syscall.Errno {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	n := h.n
-	if err := h.releaseFlock(ctx); err != nil {
-		n.m.log.Warn("releasing a flock on close; it goes when the lease lapses", "ino", n.ino(), "err", err)
+	if err := h.releaseLocks(ctx); err != nil {
+		n.m.log.Warn("releasing locks on close; they go when the lease lapses", "ino", n.ino(), "err", err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -28,8 +29,9 @@ import (
 //     go when that process closes any descriptor of the file: the kernel
 //     sends FLUSH with the owner, and the mount drops that owner's locks
 //     on the file (as libfuse does).
-//   - flock locks belong to an open file description (a FUSE handle) and
-//     go when its last descriptor is closed (FUSE RELEASE).
+//   - flock and open-file-description (F_OFD_SETLK) locks belong to an
+//     open file description (a FUSE handle) and go when its last
+//     descriptor is closed (FUSE RELEASE).
 //   - A mount that stops renewing (node dead, cut off, daemon killed) loses
 //     all its locks when its lease lapses (Options.LockTTL).
 //
@@ -249,8 +251,22 @@ func (n *node) setLock(ctx context.Context, f fs.FileHandle, owner uint64, lk *g
 		}
 	} else {
 		ls.notePosix(n.ino(), owner)
+		if h, ok := f.(*handle); ok {
+			h.notePosixOwner(owner)
+		}
 	}
 	return nil
+}
+
+// notePosixOwner remembers a POSIX lock owner that locked through this
+// handle: an open-file-description lock (F_OFD_SETLK) is owned by the
+// handle itself and goes when the handle is released.
+func (h *handle) notePosixOwner(owner uint64) {
+	h.lockMu.Lock()
+	defer h.lockMu.Unlock()
+	if !slices.Contains(h.posixOwners, owner) {
+		h.posixOwners = append(h.posixOwners, owner)
+	}
 }
 
 // releasePosix drops the POSIX locks of the process closing a descriptor
@@ -267,14 +283,25 @@ func (n *node) releasePosix(ctx context.Context, rawCtx context.Context) error {
 	return n.m.cl.ReleaseLocks(ctx, n.ino(), n.m.locks.id, v.(uint64), stratapb.LockKind_LOCK_KIND_POSIX)
 }
 
-// releaseFlock drops the flock of a handle whose last descriptor closed.
-func (h *handle) releaseFlock(ctx context.Context) error {
-	owner := h.flockOwner.Load()
-	if owner == 0 {
-		return nil
-	}
+// releaseLocks drops, when the last descriptor of a handle is closed, its
+// flock and the POSIX locks still held by owners that locked through it
+// (open-file-description locks; a process's own were dropped at FLUSH).
+func (h *handle) releaseLocks(ctx context.Context) error {
 	n := h.n
-	return n.m.cl.ReleaseLocks(ctx, n.ino(), n.m.locks.id, owner, stratapb.LockKind_LOCK_KIND_FLOCK)
+	var errs []error
+	if owner := h.flockOwner.Load(); owner != 0 {
+		errs = append(errs, n.m.cl.ReleaseLocks(ctx, n.ino(), n.m.locks.id, owner, stratapb.LockKind_LOCK_KIND_FLOCK))
+	}
+	h.lockMu.Lock()
+	owners := h.posixOwners
+	h.posixOwners = nil
+	h.lockMu.Unlock()
+	for _, owner := range owners {
+		if n.m.locks.takePosix(n.ino(), owner) {
+			errs = append(errs, n.m.cl.ReleaseLocks(ctx, n.ino(), n.m.locks.id, owner, stratapb.LockKind_LOCK_KIND_POSIX))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ownerRaw passes FLUSH's lock owner to the node API (see flushOwners).

@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
 // lockHelperArg as os.Args[1] makes the test binary a lock-taking process:
@@ -147,7 +150,7 @@ func lockOnce(t *testing.T, args ...string) string {
 func expectLock(t *testing.T, want string, args ...string) {
 	t.Helper()
 	got := ""
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if got = lockOnce(t, args...); got == want || want != "locked" || time.Now().After(deadline) {
 			break
 		}
@@ -220,4 +223,21 @@ func TestLocksAcrossMounts(t *testing.T) {
 		t.Fatalf("F_SETLKW on A after B closed: %q", got)
 	}
 	waitRange.close()
+
+	// A node that dies holding a lock: its session (opened here by hand,
+	// with a 5 s lease, never renewed) stops renewing, and once the
+	// lease lapses the lock is free for everyone else.
+	cl := newClient(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := os.Stat(fa)
+	must(t, err)
+	ino := st.Sys().(*syscall.Stat_t).Ino
+	if _, err := cl.LockKeepAlive(ctx, "dead-node", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dead := &stratapb.FileLock{Session: "dead-node", Owner: 1, Kind: stratapb.LockKind_LOCK_KIND_FLOCK, Type: stratapb.LockType_LOCK_TYPE_WRITE}
+	must(t, cl.SetLock(ctx, ino, dead))
+	expectLock(t, "busy", "flock", fb, "w", "0", "0", "nb")
+	expectLock(t, "locked", "flock", fb, "w", "0", "0", "nb") // retries past the lease
 }

@@ -128,3 +128,30 @@ func TestLockTableSnapshot(t *testing.T) {
 	wantErrno(t, f2.lock(ino, "B", 1, fl, wr, 0, 0), syscall.EAGAIN)
 	f2.mustLock(ino, "B", 1, px, rd, 10, 10)
 }
+
+// TestSetgidDirectory: entries made in a set-group-ID directory get its
+// group; subdirectories also get the bit.
+func TestSetgidDirectory(t *testing.T) {
+	tf := newTestFSM(t)
+	resp, err := tf.apply(CmdMkdir, nil, &stratapb.MkdirRequest{Parent: rootIno, Name: "proj", Mode: 0o2775, Uid: 10, Gid: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj := resp.(*stratapb.MkdirResponse).Attr.Ino
+	f, err := tf.apply(CmdCreate, nil, &stratapb.CreateRequest{Parent: proj, Name: "f", Mode: 0o644, Uid: 20, Gid: 20})
+	if err != nil || f.(*stratapb.CreateResponse).Attr.Gid != 500 {
+		t.Fatalf("file in setgid dir: %v %v, want gid 500", f, err)
+	}
+	sub, err := tf.apply(CmdMkdir, nil, &stratapb.MkdirRequest{Parent: proj, Name: "sub", Mode: 0o755, Uid: 20, Gid: 20})
+	if a := sub.(*stratapb.MkdirResponse).Attr; err != nil || a.Gid != 500 || a.Mode&syscall.S_ISGID == 0 {
+		t.Fatalf("subdir of setgid dir: %v %v, want gid 500 and the setgid bit", a, err)
+	}
+	ln, err := tf.apply(CmdSymlink, nil, &stratapb.SymlinkRequest{Parent: proj, Name: "ln", Target: "f", Uid: 20, Gid: 20})
+	if err != nil || ln.(*stratapb.SymlinkResponse).Attr.Gid != 500 {
+		t.Fatalf("symlink in setgid dir: %v %v", ln, err)
+	}
+	plain, err := tf.apply(CmdCreate, nil, &stratapb.CreateRequest{Parent: rootIno, Name: "g", Mode: 0o644, Uid: 20, Gid: 20})
+	if err != nil || plain.(*stratapb.CreateResponse).Attr.Gid != 20 {
+		t.Fatalf("file in a plain dir: %v %v, want the creator's gid", plain, err)
+	}
+}
