@@ -72,6 +72,7 @@ func DefaultOptions() Options {
 	return Options{
 		AttrTimeout: defaultTimeout, EntryTimeout: defaultTimeout,
 		AllowOther: true, MaxWrite: maxIO, MaxReadAhead: maxIO, FsName: "strata",
+		LockTTL: defaultLockTTL,
 	}
 }
 
