@@ -128,8 +128,9 @@ func TestFaultsUnderLoad(t *testing.T) {
 	// Exactly one host holds the IP, and the client reaches it there.
 	leader := c.holder()
 	c.onlyHolder(leader)
-	if out, err := c.strata(15*time.Second, "status", "--meta", c.meta); err != nil || leaderRE.FindStringSubmatch(out)[1] != leader {
-		t.Fatalf("status through %s: %v, want leader %s\n%s", serviceIP, err, leader, out)
+	out2, err := c.strata(15*time.Second, "status", "--meta", c.meta)
+	if m := leaderRE.FindStringSubmatch(out2); err != nil || m == nil || m[1] != leader {
+		t.Fatalf("status through %s: %v, want leader %s\n%s", serviceIP, err, leader, out2)
 	}
 	if got, want := neighMAC(t, c.client), mac(t, c.host(leader)); got != want {
 		t.Fatalf("the client resolves %s to %s; the leader %s has %s", serviceIP, got, leader, want)
