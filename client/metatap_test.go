@@ -141,7 +141,9 @@ func (m *metaTap) handle(_ any, ss grpc.ServerStream) error {
 	call := tapCall{method: method, header: requestHeader(req), req: req, resp: resp,
 		code: status.Code(err), errno: rpcerr.ErrnoOf(err)}
 	m.mu.Lock()
-	if m.lose[method] > 0 {
+	// Only a reply the leader gave can be lost: a call that failed on its
+	// way (an attempt timing out on a loaded machine) is passed on as is.
+	if err == nil && m.lose[method] > 0 {
 		m.lose[method]--
 		call.lost = true
 	}

@@ -3,6 +3,8 @@ package fuse
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -19,6 +21,11 @@ type handle struct {
 	n      *node
 	append bool
 	rd     reader
+	// flockOwner is the kernel's lock owner of a flock taken through this
+	// handle (0: none), released when the handle is (see locks.go).
+	flockOwner  atomic.Uint64
+	lockMu      sync.Mutex
+	posixOwners []uint64 // POSIX lock owners that locked through this handle
 }
 
 var (
@@ -132,7 +139,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 // Flush runs on every close(2) of a descriptor: everything buffered goes
 // to Strata before close returns (close-to-open consistency).
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	rawCtx := ctx
 	ctx = uninterruptible(ctx)
+	if err := h.n.releasePosix(ctx, rawCtx); err != nil {
+		return h.n.m.errno("flush", h.n.ino(), err)
+	}
 	return h.n.flush(ctx, "flush")
 }
 
@@ -154,6 +165,9 @@ func (n *node) flush(ctx context.Context, op string) syscall.Errno {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	n := h.n
+	if err := h.releaseLocks(ctx); err != nil {
+		n.m.log.Warn("releasing locks on close; they go when the lease lapses", "ino", n.ino(), "err", err)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	h.rd.close()

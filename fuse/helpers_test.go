@@ -27,6 +27,9 @@ import (
 var ourMounts sync.Map
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == lockHelperArg {
+		os.Exit(lockHelper(os.Args[2:]))
+	}
 	code := m.Run()
 	if left := ourLeftovers(); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: strata mounts left behind: %v\n", left)

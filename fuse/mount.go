@@ -51,6 +51,10 @@ type Options struct {
 	MaxReadAhead int
 	// FsName is the "device" shown in /proc/mounts (default "strata").
 	FsName string
+	// LockTTL is the lease of the mount's session in the cluster's lock
+	// table (flock, fcntl): if the mount stops renewing it for this long
+	// (node dead or cut off), its locks are released. Default 10 s.
+	LockTTL time.Duration
 	// Debug logs every FUSE request and reply (go-fuse's debug output).
 	Debug  bool
 	Logger *slog.Logger
@@ -75,6 +79,7 @@ func DefaultOptions() Options {
 	return Options{
 		AttrTimeout: defaultTimeout, EntryTimeout: defaultTimeout,
 		AllowOther: true, MaxWrite: maxIO, MaxReadAhead: maxIO, FsName: "strata",
+		LockTTL: defaultLockTTL,
 	}
 }
 
@@ -112,6 +117,8 @@ type FS struct {
 	mountpoint string
 	server     *gofuse.Server
 
+	locks *lockSession
+
 	statfsMu sync.Mutex
 	statfs   client.FSStats
 	statfsAt time.Time
@@ -145,9 +152,10 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 	}
 	m := &FS{cl: cl, opts: opts, mountpoint: mp,
 		log: opts.Logger.With("component", "fuse", "mountpoint", mp)}
+	m.locks = newLockSession(m, opts.LockTTL)
 	root := &node{m: m}
 	root.setChunkSize(rootAttr)
-	server, err := fs.Mount(mp, root, m.fsOptions())
+	server, err := m.serve(mp, root)
 	if err != nil {
 		return nil, fmt.Errorf("fuse: mount %s: %w", mp, err)
 	}
@@ -157,6 +165,22 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 }
 
 const rootIno = 1
+
+// serve is fs.Mount with the raw file system wrapped, so that FLUSH's lock
+// owner reaches the node API (see ownerRaw).
+func (m *FS) serve(mp string, root *node) (*gofuse.Server, error) {
+	opts := m.fsOptions()
+	raw := &ownerRaw{RawFileSystem: fs.NewNodeFS(root, opts), ls: m.locks}
+	server, err := gofuse.NewServer(raw, mp, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err // the serve loop ends by itself: there is no mount
+	}
+	return server, nil
+}
 
 func (m *FS) fsOptions() *fs.Options {
 	at, et, neg := m.opts.AttrTimeout, m.opts.EntryTimeout, time.Duration(0)
@@ -176,6 +200,9 @@ func (m *FS) fsOptions() *fs.Options {
 		// The kernel checks mode bits, owners and groups against the
 		// attributes we return, so one daemon serves many users safely.
 		Options: []string{"default_permissions"},
+		// flock and fcntl locks come to us and go to the cluster's lock
+		// table (locks.go), instead of staying local to this node.
+		EnableLocks: true,
 	}
 	if m.opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
@@ -198,13 +225,17 @@ func (m *FS) Unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		return fmt.Errorf("fuse: unmount %s: %w", m.mountpoint, err)
 	}
+	m.locks.close()
 	m.log.Info("unmounted")
 	return nil
 }
 
 // Wait returns when the file system is unmounted, by Unmount or from
 // outside (fusermount3 -u, umount).
-func (m *FS) Wait() { m.server.Wait() }
+func (m *FS) Wait() {
+	m.server.Wait()
+	m.locks.close()
+}
 
 // checkDevice fails early, with a hint, where FUSE cannot work at all.
 func checkDevice() error {

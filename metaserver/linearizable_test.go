@@ -2,16 +2,16 @@ package metaserver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/anishathalye/porcupine"
-
+	"github.com/strata-hpc/strata/internal/linearize"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/internal/testcluster"
@@ -25,30 +25,6 @@ type regInput struct {
 	key   int
 	write bool
 	value string
-}
-
-var registerModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[int][]porcupine.Operation{}
-		for _, op := range h {
-			k := op.Input.(regInput).key
-			byKey[k] = append(byKey[k], op)
-		}
-		var out [][]porcupine.Operation
-		for _, ops := range byKey {
-			out = append(out, ops)
-		}
-		return out
-	},
-	Init: func() interface{} { return "" },
-	Step: func(state, input, output interface{}) (bool, interface{}) {
-		in := input.(regInput)
-		if in.write {
-			return true, in.value
-		}
-		return output.(string) == state.(string), state
-	},
-	Equal: func(a, b interface{}) bool { return a == b },
 }
 
 // TestLinearizableDuringFailovers records a history of reads and writes
@@ -70,7 +46,7 @@ func TestLinearizableDuringFailovers(t *testing.T) {
 	ctx, stop := context.WithTimeout(context.Background(), 6*time.Second)
 	defer stop()
 	var mu sync.Mutex
-	var history []porcupine.Operation
+	var history []linearize.Op
 	var wg sync.WaitGroup
 	for id := 0; id < clients; id++ {
 		wg.Add(1)
@@ -88,26 +64,26 @@ func TestLinearizableDuringFailovers(t *testing.T) {
 	if len(history) < 100 {
 		t.Fatalf("only %d operations recorded", len(history))
 	}
-	switch res := porcupine.CheckOperationsTimeout(registerModel, history, time.Minute); res {
-	case porcupine.Ok:
+	switch err := linearize.Check(history, time.Minute); {
+	case err == nil:
 		t.Logf("%d operations across failovers: linearizable", len(history))
-	case porcupine.Illegal:
-		t.Fatalf("history of %d operations is NOT linearizable", len(history))
+	case errors.Is(err, linearize.ErrTimeout):
+		t.Logf("%d operations: %v", len(history), err)
 	default:
-		t.Logf("checker timed out on %d operations (result %v)", len(history), res)
+		t.Fatalf("history of %d operations: %v", len(history), err)
 	}
 }
 
 // runRegisterClient issues reads and writes until ctx ends and returns
 // what it saw, with invocation and response times.
-func runRegisterClient(ctx context.Context, t *testing.T, c *testcluster.Cluster, id int, inos []uint64) []porcupine.Operation {
+func runRegisterClient(ctx context.Context, t *testing.T, c *testcluster.Cluster, id int, inos []uint64) []linearize.Op {
 	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{})
 	if err != nil {
 		t.Error(err)
 		return nil
 	}
 	defer mc.Close()
-	var ops []porcupine.Operation
+	var ops []linearize.Op
 	r := rand.New(rand.NewPCG(uint64(id), 99))
 	for seq := uint64(1); ctx.Err() == nil; seq++ {
 		in := regInput{key: r.IntN(len(inos)), write: r.IntN(2) == 0, value: fmt.Sprintf("c%d-%d", id, seq)}
@@ -117,10 +93,13 @@ func runRegisterClient(ctx context.Context, t *testing.T, c *testcluster.Cluster
 		ret := time.Now().UnixNano()
 		switch {
 		case err == nil:
-			ops = append(ops, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+			if !in.write {
+				in.value = out
+			}
+			ops = append(ops, linearize.Op{Client: id, Key: strconv.Itoa(in.key), Write: in.write, Value: in.value, Call: call, Return: ret})
 		case in.write:
 			// Outcome unknown: it may take effect at any later time.
-			ops = append(ops, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: "", Return: math.MaxInt64})
+			ops = append(ops, linearize.Op{Client: id, Key: strconv.Itoa(in.key), Write: true, Value: in.value, Call: call, Pending: true})
 			return ops // a client with an op in doubt issues no more
 		}
 	}
@@ -173,20 +152,4 @@ func injectLeaderFaults(ctx context.Context, c *testcluster.Cluster) <-chan stru
 		}
 	}()
 	return done
-}
-
-// TestRegisterModelRejectsStaleRead: the checker is not vacuous — a read
-// that returns an old value after a write completed is caught.
-func TestRegisterModelRejectsStaleRead(t *testing.T) {
-	h := []porcupine.Operation{
-		{ClientId: 0, Input: regInput{key: 0, write: true, value: "new"}, Call: 0, Output: "", Return: 10},
-		{ClientId: 1, Input: regInput{key: 0}, Call: 20, Output: "", Return: 30},
-	}
-	if porcupine.CheckOperations(registerModel, h) {
-		t.Fatal("a stale read passed the linearizability check")
-	}
-	h[1].Output = "new"
-	if !porcupine.CheckOperations(registerModel, h) {
-		t.Fatal("a correct history failed the check")
-	}
 }

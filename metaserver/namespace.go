@@ -78,6 +78,7 @@ type state struct {
 	// snaps are the named snapshots, by tenant and name.
 	snaps map[snapKey]*stratapb.SnapshotInfo
 	heal  healState
+	locks lockTable
 }
 
 func newState(def policy) *state {
@@ -98,6 +99,7 @@ func newState(def policy) *state {
 		hashOf:     make(map[uint64]contentHash),
 		snaps:      make(map[snapKey]*stratapb.SnapshotInfo),
 		heal:       newHealState(),
+		locks:      newLockTable(),
 	}
 	s.inodes[rootIno] = &inode{
 		ino: rootIno, parent: rootIno, typ: stratapb.FileType_DIRECTORY, mode: 0o755,
@@ -200,6 +202,22 @@ func (s *state) alloc(typ stratapb.FileType, mode, uid, gid uint32, now int64) *
 	return n
 }
 
+// inheritGroup applies setgid-directory semantics (as Linux does): a new
+// entry in a directory with the set-group-ID bit belongs to the
+// directory's group rather than the creator's, and a new subdirectory
+// inherits the bit. (Linux also clears S_ISGID on a new file whose
+// creator is not in that group; the FSM does not know group membership,
+// so the mode is kept as the kernel passed it.)
+func inheritGroup(d *inode, dir bool, mode, gid uint32) (uint32, uint32) {
+	if d.mode&syscall.S_ISGID == 0 {
+		return mode, gid
+	}
+	if dir {
+		mode |= syscall.S_ISGID
+	}
+	return mode, d.gid
+}
+
 func touch(d *inode, now int64) { d.mtime, d.ctime = now, now }
 
 // effectivePolicy is the policy a new child of d gets: the request's when
@@ -235,7 +253,8 @@ func (s *state) mkdir(now int64, r *stratapb.MkdirRequest) (*stratapb.MkdirRespo
 	if err != nil {
 		return nil, err
 	}
-	n := s.alloc(stratapb.FileType_DIRECTORY, r.Mode, r.Uid, r.Gid, now)
+	mode, gid := inheritGroup(d, true, r.Mode, r.Gid)
+	n := s.alloc(stratapb.FileType_DIRECTORY, mode, r.Uid, gid, now)
 	n.nlink, n.parent, n.pol, n.children = 2, d.ino, pol, make(map[string]uint64)
 	d.children[r.Name] = n.ino
 	d.nlink++
@@ -267,7 +286,8 @@ func (s *state) create(now int64, r *stratapb.CreateRequest) (*stratapb.CreateRe
 	if err != nil {
 		return nil, err
 	}
-	n := s.alloc(stratapb.FileType_REGULAR, r.Mode, r.Uid, r.Gid, now)
+	mode, gid := inheritGroup(d, false, r.Mode, r.Gid)
+	n := s.alloc(stratapb.FileType_REGULAR, mode, r.Uid, gid, now)
 	n.pol = pol
 	d.children[r.Name] = n.ino
 	touch(d, now)
@@ -282,7 +302,8 @@ func (s *state) symlink(now int64, r *stratapb.SymlinkRequest) (*stratapb.Symlin
 	if err != nil {
 		return nil, err
 	}
-	n := s.alloc(stratapb.FileType_SYMLINK, 0o777, r.Uid, r.Gid, now)
+	_, gid := inheritGroup(d, false, 0o777, r.Gid)
+	n := s.alloc(stratapb.FileType_SYMLINK, 0o777, r.Uid, gid, now)
 	n.target, n.size = r.Target, uint64(len(r.Target))
 	d.children[r.Name] = n.ino
 	touch(d, now)

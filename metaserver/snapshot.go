@@ -55,6 +55,7 @@ func (s *state) clone() *state {
 	c.hashOf = maps.Clone(s.hashOf)
 	c.snaps = maps.Clone(s.snaps) // infos are never changed in place
 	c.heal = s.heal.clone()
+	c.locks = s.locks.clone()
 	d := *s.dedup
 	d.fifo = s.dedup.live()
 	d.head = 0
@@ -143,6 +144,11 @@ func (s *state) writeSnapshot(w io.Writer) error {
 	}
 	if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_Heal{Heal: s.heal.snapshot()}}); err != nil {
 		return err
+	}
+	for _, rec := range s.locks.records() {
+		if err := put(rec); err != nil {
+			return err
+		}
 	}
 	for _, e := range s.dedup.live() {
 		r, err := dedupRecord(e)
@@ -267,6 +273,13 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		return s.restoreSnapRecord(rec)
 	case *stratapb.SnapshotRecord_Heal:
 		s.restoreHeal(r.Heal)
+	case *stratapb.SnapshotRecord_LockSession:
+		s.locks.sessions[r.LockSession.Session] = r.LockSession.ExpiresNs
+	case *stratapb.SnapshotRecord_Lock:
+		if r.Lock.Lock == nil {
+			return fmt.Errorf("%w: lock record without a lock", ErrBadSnapshot)
+		}
+		s.locks.byIno[r.Lock.Ino] = append(s.locks.byIno[r.Lock.Ino], r.Lock.Lock)
 	default:
 		return fmt.Errorf("%w: unknown record", ErrBadSnapshot)
 	}

@@ -4,7 +4,7 @@
 # the Go modules. Packages already present are not reinstalled.
 set -euo pipefail
 
-pkgs=(fuse3 iproute2 mpich libmpich-dev debootstrap openipmi ipmitool)
+pkgs=(fuse3 iproute2 mpich libmpich-dev util-linux debootstrap openipmi ipmitool)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

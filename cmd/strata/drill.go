@@ -54,6 +54,9 @@ type roundReport struct {
 }
 
 func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "history" { // hidden: a tool of the fault tests
+		return runDrillHistory(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "meta-failover" {
 		return usageErr("usage: strata drill meta-failover [flags]")
 	}

@@ -30,6 +30,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.EntryTimeout, "entry-timeout", o.EntryTimeout, "how long the kernel caches names")
 	fs.BoolVar(&o.AllowOther, "allow-other", o.AllowOther, "let every user use the mount (the kernel enforces permissions)")
 	fs.BoolVar(&o.Debug, "debug", false, "log every FUSE request")
+	fs.DurationVar(&o.LockTTL, "lock-ttl", o.LockTTL, "lease of this mount's flock/fcntl locks: if the mount stops renewing it this long (node dead or cut off), its locks are released")
 	cacheDir := fs.String("cache-dir", envDefault("cache-dir", "/var/cache/strata"), "local chunk cache, shared by the mounts of this node (\"\" for none)")
 	cacheSize := fs.Int64("cache-size", client.DefaultCacheBytes, "bytes the chunk cache may use")
 	image := fs.String("image", envDefault("image", ""), "mount this image (NAME:TAG) read-only, with --overlay as its writable upper layer")
@@ -42,6 +43,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *cacheSize < 0 {
 		return usageErr("--cache-size must not be negative")
+	}
+	if o.LockTTL < time.Second || o.LockTTL > 10*time.Minute {
+		return usageErr("--lock-ttl %v: want 1s to 10m", o.LockTTL)
 	}
 	c, err := cf.openWith(func(cfg *client.Config) { cfg.CacheDir, cfg.CacheBytes = *cacheDir, *cacheSize })
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/strata-hpc/strata/internal/rpcerr"
@@ -123,12 +124,29 @@ func (c *Conn) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, DialOptions(c.opts.DialOptions...)...)
+	opts := append([]grpc.DialOption{connectParams(c.opts.DiscoveryTimeout)}, c.opts.DialOptions...)
+	cc, err := grpc.NewClient(addr, DialOptions(opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("metaconn: dial %s: %w", addr, err)
 	}
 	c.conns[addr] = cc
 	return cc, nil
+}
+
+// connectParams bound how long a connection attempt may take and how long
+// gRPC waits between attempts. gRPC's defaults (20 s to connect, back-off
+// growing to 2 min) are wrong for a service that moves: a hung leader
+// (SIGSTOP) still completes the TCP handshake in its kernel but never
+// sends the HTTP/2 preface, and a fresh client whose first connection
+// lands there would sit out the whole 20 s, though the new leader has
+// taken the service IP within a second. With a short connect timeout the
+// attempt fails, and the next one (a new TCP connection, by then routed
+// to the new leader's MAC) succeeds.
+func connectParams(timeout time.Duration) grpc.DialOption {
+	bc := backoff.DefaultConfig
+	bc.BaseDelay = 50 * time.Millisecond
+	bc.MaxDelay = 500 * time.Millisecond
+	return grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: timeout})
 }
 
 // target picks the server for the next attempt, and how long to give it:
@@ -176,7 +194,7 @@ func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, mc stratap
 }
 
 // CallConn is Call for any service of the metadata servers (Meta, Snap,
-// Heal, ...): fn gets the connection to the server tried and makes its client.
+// Heal, Lock, ...): fn gets the connection to the server tried and makes its client.
 func (c *Conn) CallConn(ctx context.Context, fn func(ctx context.Context, cc grpc.ClientConnInterface) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

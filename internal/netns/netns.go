@@ -11,6 +11,10 @@
 // and everything (processes, namespaces, and with them the veths and the
 // bridge) is removed when the test ends, passed or failed.
 //
+// `ip netns exec` also gives each process a mount namespace of its own (to
+// remount /sys): a FUSE mount made by a process started in a host is seen
+// only by processes that enter its mount namespace (nsenter -t PID -m).
+//
 // The test process itself never enters a namespace: namespaces belong to
 // OS threads, not goroutines, so all work inside one is done by a child
 // process (`ip -n NS ...`, `ip netns exec NS ...`).

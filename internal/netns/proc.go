@@ -118,6 +118,9 @@ func (p *Proc) Pause() error { return p.signal(syscall.SIGSTOP) }
 // Resume continues a paused process with SIGCONT.
 func (p *Proc) Resume() error { return p.signal(syscall.SIGCONT) }
 
+// Terminate sends SIGTERM, asking the process to finish and exit.
+func (p *Proc) Terminate() error { return p.signal(syscall.SIGTERM) }
+
 // signal sends sig to the process group, unless the process has exited.
 func (p *Proc) signal(sig syscall.Signal) error {
 	if p.Exited() {

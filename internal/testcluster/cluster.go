@@ -402,12 +402,25 @@ func (c *Cluster) WaitDataServers(n int) {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if c.liveData() >= n {
+		// The leader may count a dataserver whose registration reply it
+		// has not received yet (lost or late on a loaded machine): wait
+		// for the servers' own ids too.
+		if c.liveData() >= n && c.dataIDsKnown() {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	c.t.Fatalf("testcluster: fewer than %d dataservers registered", n)
+}
+
+// dataIDsKnown reports whether every running dataserver has its id.
+func (c *Cluster) dataIDsKnown() bool {
+	for _, d := range c.Data {
+		if d.Srv != nil && d.Srv.ID() == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Cluster) liveData() int {

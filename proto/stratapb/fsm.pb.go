@@ -852,6 +852,8 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_ContentChunk
 	//	*SnapshotRecord_Snap
 	//	*SnapshotRecord_Heal
+	//	*SnapshotRecord_LockSession
+	//	*SnapshotRecord_Lock
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -993,6 +995,24 @@ func (x *SnapshotRecord) GetHeal() *SnapshotHealState {
 	return nil
 }
 
+func (x *SnapshotRecord) GetLockSession() *SnapshotLockSession {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_LockSession); ok {
+			return x.LockSession
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetLock() *SnapshotLock {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Lock); ok {
+			return x.Lock
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -1041,6 +1061,15 @@ type SnapshotRecord_Heal struct {
 	Heal *SnapshotHealState `protobuf:"bytes,20,opt,name=heal,proto3,oneof"`
 }
 
+type SnapshotRecord_LockSession struct {
+	// ha range 60-79: the cluster-wide lock table.
+	LockSession *SnapshotLockSession `protobuf:"bytes,60,opt,name=lock_session,json=lockSession,proto3,oneof"`
+}
+
+type SnapshotRecord_Lock struct {
+	Lock *SnapshotLock `protobuf:"bytes,61,opt,name=lock,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -1062,6 +1091,10 @@ func (*SnapshotRecord_ContentChunk) isSnapshotRecord_Rec() {}
 func (*SnapshotRecord_Snap) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Heal) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_LockSession) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Lock) isSnapshotRecord_Rec() {}
 
 // GCDoneCommand tells the FSM that the shards of these garbage chunks were
 // deleted from the dataservers (or that their servers are gone for good).
@@ -1276,7 +1309,7 @@ var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
 const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\x1a\x13stratapb/heal.proto\"t\n" +
+	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\x1a\x13stratapb/heal.proto\x1a\x13stratapb/lock.proto\"t\n" +
 	"\x0fCommandEnvelope\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x15\n" +
 	"\x06now_ns\x18\x02 \x01(\x03R\x05nowNs\x12\x18\n" +
@@ -1353,7 +1386,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x91\x05\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x85\x06\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -1369,7 +1402,9 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"chunk_refs\x18( \x01(\v2\x1c.strata.v1.SnapshotChunkRefsH\x00R\tchunkRefs\x12F\n" +
 	"\rcontent_chunk\x18) \x01(\v2\x1f.strata.v1.SnapshotContentChunkH\x00R\fcontentChunk\x12-\n" +
 	"\x04snap\x18* \x01(\v2\x17.strata.v1.SnapshotSnapH\x00R\x04snap\x122\n" +
-	"\x04heal\x18\x14 \x01(\v2\x1c.strata.v1.SnapshotHealStateH\x00R\x04healB\x05\n" +
+	"\x04heal\x18\x14 \x01(\v2\x1c.strata.v1.SnapshotHealStateH\x00R\x04heal\x12C\n" +
+	"\flock_session\x18< \x01(\v2\x1e.strata.v1.SnapshotLockSessionH\x00R\vlockSession\x12-\n" +
+	"\x04lock\x18= \x01(\v2\x17.strata.v1.SnapshotLockH\x00R\x04lockB\x05\n" +
 	"\x03rec\"A\n" +
 	"\rGCDoneCommand\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIds\x12\x13\n" +
@@ -1424,7 +1459,9 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*Chunk)(nil),                     // 24: strata.v1.Chunk
 	(*DirEntry)(nil),                  // 25: strata.v1.DirEntry
 	(*SnapshotHealState)(nil),         // 26: strata.v1.SnapshotHealState
-	(*SnapshotInfo)(nil),              // 27: strata.v1.SnapshotInfo
+	(*SnapshotLockSession)(nil),       // 27: strata.v1.SnapshotLockSession
+	(*SnapshotLock)(nil),              // 28: strata.v1.SnapshotLock
+	(*SnapshotInfo)(nil),              // 29: strata.v1.SnapshotInfo
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
 	21, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
@@ -1447,13 +1484,15 @@ var file_stratapb_fsm_proto_depIdxs = []int32{
 	15, // 17: strata.v1.SnapshotRecord.content_chunk:type_name -> strata.v1.SnapshotContentChunk
 	16, // 18: strata.v1.SnapshotRecord.snap:type_name -> strata.v1.SnapshotSnap
 	26, // 19: strata.v1.SnapshotRecord.heal:type_name -> strata.v1.SnapshotHealState
-	24, // 20: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
-	27, // 21: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	27, // 20: strata.v1.SnapshotRecord.lock_session:type_name -> strata.v1.SnapshotLockSession
+	28, // 21: strata.v1.SnapshotRecord.lock:type_name -> strata.v1.SnapshotLock
+	24, // 22: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
+	29, // 23: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1464,6 +1503,7 @@ func file_stratapb_fsm_proto_init() {
 	file_stratapb_meta_proto_init()
 	file_stratapb_snap_proto_init()
 	file_stratapb_heal_proto_init()
+	file_stratapb_lock_proto_init()
 	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
@@ -1476,6 +1516,8 @@ func file_stratapb_fsm_proto_init() {
 		(*SnapshotRecord_ContentChunk)(nil),
 		(*SnapshotRecord_Snap)(nil),
 		(*SnapshotRecord_Heal)(nil),
+		(*SnapshotRecord_LockSession)(nil),
+		(*SnapshotRecord_Lock)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
