@@ -56,9 +56,18 @@ const (
 func (s *state) scan(alive map[uint32]bool, now time.Time) *scanResult {
 	r := &scanResult{at: now, placed: map[uint32]uint64{}, drainLeft: map[uint32]uint64{}, drainLeftByte: map[uint32]uint64{}}
 	var st []shardState
+	// A chunk shared by several files (snapshots, clones, dedup) is one
+	// stripe: count and schedule it once (a repair moves every copy).
+	shared := map[uint64]bool{}
 	for _, n := range s.inodes {
 		for ci := range n.chunks {
 			c := &n.chunks[ci]
+			if s.refs[c.id] > 1 {
+				if shared[c.id] {
+					continue
+				}
+				shared[c.id] = true
+			}
 			st = s.classify(c, alive, st[:0])
 			r.add(n.ino, c, st)
 		}
@@ -194,9 +203,18 @@ func extremes(placed map[uint32]uint64) (hi, lo uint32, mean float64) {
 // small enough that moving it narrows the gap.
 func (s *state) findMove(hi, lo uint32, alive map[uint32]bool, moved map[uint64]bool, gap uint64) (repairTask, bool) {
 	var st []shardState
+	// A chunk shared by several files (snapshots, clones, dedup) is one
+	// stripe: count and schedule it once (a repair moves every copy).
+	shared := map[uint64]bool{}
 	for _, n := range s.inodes {
 		for ci := range n.chunks {
 			c := &n.chunks[ci]
+			if s.refs[c.id] > 1 {
+				if shared[c.id] {
+					continue
+				}
+				shared[c.id] = true
+			}
 			if moved[c.id] || 2*uint64(c.shardSize) > gap || !slicesContains(c.servers, hi) || slicesContains(c.servers, lo) {
 				continue
 			}
