@@ -143,7 +143,14 @@ func (s *Server) checkIdentity(r *stratapb.RegisterDataServerRequest) error {
 		if !ok || st.servers[id].addr == r.Addr {
 			return nil
 		}
-		if h, heard := s.live.get(id); heard && time.Since(h.last) <= s.cfg.DataServerGrace {
+		// A new leader has heard nobody yet: like livenessChanges, it counts
+		// every server as heard when it took over, so that a failover is
+		// not a window in which a live identity can be taken.
+		last := time.Unix(0, s.leaderFrom.Load())
+		if h, heard := s.live.get(id); heard && h.last.After(last) {
+			last = h.last
+		}
+		if time.Since(last) <= s.cfg.DataServerGrace {
 			err = rpcerr.Errno(syscall.EEXIST, "dataserver identity %s (id %d) is in use by a live server at %s; refusing registration from %s (copied data directory?)", r.Uuid, id, st.servers[id].addr, r.Addr)
 		}
 		return nil
