@@ -225,7 +225,7 @@ func TestLocksAcrossMounts(t *testing.T) {
 	waitRange.close()
 
 	// A node that dies holding a lock: its session (opened here by hand,
-	// with a 5 s lease, never renewed) stops renewing, and once the
+	// with an 8 s lease, never renewed) stops renewing, and once the
 	// lease lapses the lock is free for everyone else.
 	cl := newClient(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -233,7 +233,7 @@ func TestLocksAcrossMounts(t *testing.T) {
 	st, err := os.Stat(fa)
 	must(t, err)
 	ino := st.Sys().(*syscall.Stat_t).Ino
-	if _, err := cl.LockKeepAlive(ctx, "dead-node", 5*time.Second); err != nil {
+	if _, err := cl.LockKeepAlive(ctx, "dead-node", 8*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	dead := &stratapb.FileLock{Session: "dead-node", Owner: 1, Kind: stratapb.LockKind_LOCK_KIND_FLOCK, Type: stratapb.LockType_LOCK_TYPE_WRITE}
