@@ -22,7 +22,7 @@ import (
 // bootRig is a metadata cluster, a boot controller's HTTP server, and
 // simulated nodes whose BMCs power real boot agents.
 type bootRig struct {
-	t     *testing.T
+	t     testing.TB
 	tc    *testcluster.Cluster
 	c     *client.Client
 	st    *bootctl.Store
@@ -34,7 +34,7 @@ type bootRig struct {
 	ovlys string
 }
 
-func newBootRig(t *testing.T, data int) *bootRig {
+func newBootRig(t testing.TB, data int) *bootRig {
 	t.Helper()
 	if !ipmisim.Available() {
 		t.Skip("ipmi_sim not installed (scripts/install-deps.sh)")
@@ -98,7 +98,7 @@ func (r *bootRig) addNode(name, mac, group string, agentArgs ...string) {
 }
 
 // mustCLIRun runs a strata command in-process and fails the test on error.
-func mustCLIRun(t *testing.T, args ...string) string {
+func mustCLIRun(t testing.TB, args ...string) string {
 	t.Helper()
 	code, out, errOut := cliRun(args...)
 	if code != 0 {
