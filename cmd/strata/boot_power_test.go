@@ -43,8 +43,16 @@ func TestPowerSavingAndWake(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(1500 * time.Millisecond) // the busy node's heartbeat marks it active
-	p := bootctl.IdlePolicy{IdleAfter: time.Second, Store: r.st, Power: bootctl.IPMI{}, Log: slog.New(slog.DiscardHandler)}
+	// The idle node's last activity is its boot; the busy one's heartbeat
+	// (every second) keeps its own within about a second: wait until the
+	// idle one is well past IdleAfter, with seconds of margin either side.
+	const idleAfter = 4 * time.Second
+	ci, err := r.st.GetCheckIn(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(ci.BootTime.Add(idleAfter + 500*time.Millisecond)))
+	p := bootctl.IdlePolicy{IdleAfter: idleAfter, Store: r.st, Power: bootctl.IPMI{}, Log: slog.New(slog.DiscardHandler)}
 	off, err := p.Sweep(ctx)
 	if err != nil || len(off) != 1 || off[0] != "idle" {
 		t.Fatalf("sweep powered off %v (%v); want [idle]", off, err)
