@@ -110,7 +110,7 @@ func spareCatchUp(b *testing.B, files, base int) {
 		}
 	}
 	fill(b, c, files)
-	startBootctl(b, meta, "ctl0", "--log-level", "warn")
+	startBootctl(b, meta, "ctl0")
 	time.Sleep(3 * time.Second) // the lease and a first probe of every voter
 	victim := nodes[0]
 	victim.bmc.SetNode([]string{"false"}, nil)

@@ -267,7 +267,7 @@ func startBootctl(t testing.TB, meta, id string, extra ...string) {
 	var out, errb strings.Builder
 	go func() {
 		defer close(done)
-		args := []string{"bootctl", "--meta", meta, "--listen", "127.0.0.1:0", "--id", id, "--lease-ttl", "3s",
+		args := []string{"bootctl", "--meta", meta, "--listen", "127.0.0.1:0", "--id", id, "--lease-ttl", "6s",
 			"--probe-every", "300ms", "--probe-timeout", "300ms", "--fail-after", "2", "--rejoin-timeout", "10s", "--log-level", "info"}
 		run(ctx, append(args, extra...), &out, &errb) // later flags win
 	}()
