@@ -98,7 +98,7 @@ func (a *Agent) boot(ctx context.Context) (Mounted, error) {
 	if err := os.MkdirAll(overlay, 0o755); err != nil {
 		return nil, fmt.Errorf("bootctl: overlay dir: %w", err)
 	}
-	spec := MountSpec{Meta: p.Meta, Image: p.Image, OverlayDir: overlay, Mountpoint: a.cfg.Mountpoint}
+	spec := MountSpec{Meta: p.Meta, Image: p.Image, OverlayDir: overlay, Mountpoint: a.cfg.Mountpoint, LocalRoot: a.cfg.OverlayRoot}
 	m, err := a.cfg.Mounter.Mount(ctx, spec)
 	if err != nil {
 		return nil, err

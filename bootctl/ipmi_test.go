@@ -123,3 +123,22 @@ func TestIPMIBadBMCs(t *testing.T) {
 		t.Errorf("slow BMC with a long timeout: %v", res[0].Err)
 	}
 }
+
+// BenchmarkIPMISession: the IPMI cost per node of one operation: open a
+// lanplus session (cipher suite 3), one command answered by the BMC itself
+// (Get Device ID), close. Run: go test ./bootctl -run '^$' -bench IPMISession
+func BenchmarkIPMISession(b *testing.B) {
+	sim := ipmisim.Start(b, ipmisim.Options{})
+	ctx := context.Background()
+	p := IPMI{}
+	for i := 0; i < b.N; i++ {
+		c, err := p.connect(ctx, bmcOf(sim))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.GetDeviceID(ctx); err != nil {
+			b.Fatal(err)
+		}
+		c.Close(ctx)
+	}
+}

@@ -118,9 +118,10 @@ func (l *Lease) hold(ctx context.Context, epoch uint64, ttl time.Duration, lead 
 	lastOK := time.Now()
 	for counter := uint64(1); ctx.Err() == nil; counter++ {
 		sleepCtx(ctx, ttl/4)
-		cur, _, err := l.current(ctx)
+		cur, rec, err := l.current(ctx)
 		if err == nil && cur != epoch {
-			return // a standby took over (we were too slow)
+			l.Log.Warn("lease: another controller holds a newer epoch; stepping down", "mine", epoch, "current", cur, "holder", rec.Holder)
+			return
 		}
 		if err == nil {
 			rctx, rcancel := context.WithTimeout(ctx, ttl/4)

@@ -20,6 +20,10 @@ type MountSpec struct {
 	Image      string // NAME:TAG
 	OverlayDir string // local upper layer
 	Mountpoint string
+	// LocalRoot is the node's local overlay directory: any mount below it
+	// at boot is a leftover of an earlier boot (a simulated power-off does
+	// not clear mounts the way a real one does).
+	LocalRoot string
 }
 
 // Mounter mounts a MountSpec. The agent depends only on this interface so
@@ -82,13 +86,8 @@ func (m ExecMounter) Mount(ctx context.Context, spec MountSpec) (Mounted, error)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), m.Env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if IsMounted(spec.Mountpoint) {
-		// Left by a mount process that died (a power-off): FUSE answers
-		// ENOTCONN there until it is detached.
-		if err := syscall.Unmount(spec.Mountpoint, syscall.MNT_DETACH); err != nil {
-			return nil, fmt.Errorf("bootctl: detach stale mount at %s: %w", spec.Mountpoint, err)
-		}
-		m.log().Warn("detached a stale mount", "mountpoint", spec.Mountpoint)
+	if err := m.detachStale(spec); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(spec.Mountpoint, 0o755); err != nil {
 		return nil, fmt.Errorf("bootctl: mountpoint: %w", err)
@@ -137,21 +136,52 @@ func (em *execMount) Unmount() error {
 	return nil
 }
 
+// detachStale detaches mounts left at the mountpoint and inside the
+// overlay directory (the image's FUSE lower) by a mount process that died
+// with its node (a power-off): FUSE answers ENOTCONN there until then.
+func (m ExecMounter) detachStale(spec MountSpec) error {
+	var stale []string
+	for _, mp := range mountpoints() {
+		if mp == spec.Mountpoint {
+			stale = append([]string{mp}, stale...) // the overlay first
+		} else if spec.LocalRoot != "" && strings.HasPrefix(mp, spec.LocalRoot+"/") {
+			stale = append(stale, mp)
+		}
+	}
+	for _, mp := range stale {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("bootctl: detach stale mount at %s: %w", mp, err)
+		}
+		m.log().Warn("detached a stale mount", "mountpoint", mp)
+	}
+	return nil
+}
+
 // IsMounted reports whether mp is a mountpoint, from /proc/self/mountinfo.
 func IsMounted(mp string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMount(fields[4]) == mp {
+	for _, p := range mountpoints() {
+		if p == mp {
 			return true
 		}
 	}
 	return false
+}
+
+// mountpoints lists the mountpoints of /proc/self/mountinfo.
+func mountpoints() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
+			out = append(out, unescapeMount(fields[4]))
+		}
+	}
+	return out
 }
 
 // unescapeMount undoes mountinfo's octal escapes of space, tab, newline

@@ -32,10 +32,9 @@ func (w *Watchdog) replace(ctx context.Context, vs *voterState) error {
 		return fmt.Errorf("add voter %s: %w", spare.MetaID, err)
 	}
 	w.event(ctx, Event{Kind: "voter-added", Node: spare.Name, Member: spare.MetaID, Detail: spare.MetaRaft})
-	if err := w.Store.c.RemoveMember(ctx, vs.ID); err != nil {
-		return fmt.Errorf("remove voter %s: %w", vs.ID, err)
+	if err := w.removeVoter(ctx, vs.ID); err != nil {
+		return err
 	}
-	w.event(ctx, Event{Kind: "voter-removed", Member: vs.ID})
 	delete(w.voters, vs.ID)
 	if err := w.waitCaughtUp(ctx, spare); err != nil {
 		return err
@@ -54,20 +53,55 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// pickSpare returns a spare node that can run a metaserver.
+// pickSpare returns a spare node that can run a metaserver. A spare that
+// is already a voter was added by a replacement that was cut short (this
+// controller lost its lease, or crashed): it is picked first, so that the
+// next attempt finishes that replacement instead of starting another.
 func (w *Watchdog) pickSpare(ctx context.Context) (Node, error) {
 	nodes, err := w.Store.ListNodes(ctx)
 	if err != nil {
 		return Node{}, err
 	}
+	members, err := w.members(ctx)
+	if err != nil {
+		return Node{}, err
+	}
+	isMember := map[string]bool{}
+	for _, m := range members {
+		isMember[m.ID] = true
+	}
+	var fresh []Node
 	for _, n := range nodes {
-		if n.Role == RoleSpare && n.MetaID != "" && n.MetaRaft != "" && n.MetaGRPC != "" {
-			if _, member := w.voters[n.MetaID]; !member {
-				return n, nil
+		if n.Role != RoleSpare || n.MetaID == "" || n.MetaRaft == "" || n.MetaGRPC == "" {
+			continue
+		}
+		if isMember[n.MetaID] {
+			return n, nil
+		}
+		fresh = append(fresh, n)
+	}
+	if len(fresh) == 0 {
+		return Node{}, ErrNoSpare
+	}
+	return fresh[0], nil
+}
+
+// removeVoter removes id unless an earlier attempt already did.
+func (w *Watchdog) removeVoter(ctx context.Context, id string) error {
+	members, err := w.members(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m.ID == id {
+			if err := w.Store.c.RemoveMember(ctx, id); err != nil {
+				return fmt.Errorf("remove voter %s: %w", id, err)
 			}
+			w.event(ctx, Event{Kind: "voter-removed", Member: id})
+			return nil
 		}
 	}
-	return Node{}, ErrNoSpare
+	return nil
 }
 
 func (w *Watchdog) waitAnswering(ctx context.Context, addr string) error {

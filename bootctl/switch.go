@@ -6,48 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
-
-	"github.com/strata-hpc/strata/client"
 )
 
 // ImageCatalog says whether an image exists, so that a switch to a missing
 // image is refused before anything changes.
 type ImageCatalog interface {
 	HasImage(ctx context.Context, ref string) (bool, error)
-}
-
-// PathCatalog finds image NAME:TAG as the directory Root/NAME/TAG of the
-// file system. It stands in for the image store's catalog until that is
-// merged (see NOTES.md).
-type PathCatalog struct {
-	Client *client.Client
-	Root   string // default /images
-}
-
-// HasImage implements ImageCatalog.
-func (pc PathCatalog) HasImage(ctx context.Context, ref string) (bool, error) {
-	if err := CheckImageRef(ref); err != nil {
-		return false, err
-	}
-	root := pc.Root
-	if root == "" {
-		root = "/images"
-	}
-	name, tag, _ := strings.Cut(ref, ":")
-	attr, err := pc.Client.Stat(ctx, path.Join(root, name, tag))
-	if errors.Is(err, syscall.ENOENT) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("bootctl: look up image %s: %w", ref, err)
-	}
-	return attr != nil, nil
 }
 
 // SwitchOptions bound a group switch.

@@ -199,6 +199,7 @@ func (w *Watchdog) check(ctx context.Context, vs *voterState) {
 		// Synchronous: probing pauses while a voter is replaced (a 3- or
 		// 5-voter cluster cannot lose a second voter meanwhile anyway).
 		vs.replacing = true
+		w.Log.Info("watchdog: replacing voter", "member", vs.ID)
 		if err := w.replace(ctx, vs); err != nil {
 			w.event(ctx, Event{Kind: "replace-failed", Member: vs.ID, Detail: err.Error()})
 			vs.replacing, vs.cycledAt = false, time.Now() // try again after another RejoinTimeout

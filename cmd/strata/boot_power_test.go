@@ -18,7 +18,7 @@ import (
 // checked in. `node power` refuses an empty selection and wants --all for
 // every node.
 func TestPowerSavingAndWake(t *testing.T) {
-	r := newBootRig(t)
+	r := newBootRig(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := r.c.MkdirAll(ctx, "/images/alpha/1", 0o755); err != nil {
@@ -29,8 +29,10 @@ func TestPowerSavingAndWake(t *testing.T) {
 	if err := os.WriteFile(busy, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r.addNode("busy", "02:00:00:00:02:01", "g", "--busy-file", busy)
-	r.addNode("idle", "02:00:00:00:02:02", "g")
+	// The whole-FS mount (the agent checks the image directory in it): this
+	// test is about power, and needs no dataserver that way.
+	r.addNode("busy", "02:00:00:00:02:01", "g", "--busy-file", busy, "--whole-fs-mount")
+	r.addNode("idle", "02:00:00:00:02:02", "g", "--whole-fs-mount")
 	if code, _, errOut := cliRun("node", "power", "status", "--meta", r.meta); code != 2 || !strings.Contains(errOut, "--all") {
 		t.Errorf("power with no selection: exit %d %s", code, errOut)
 	}
@@ -41,8 +43,16 @@ func TestPowerSavingAndWake(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(1500 * time.Millisecond) // the busy node's heartbeat marks it active
-	p := bootctl.IdlePolicy{IdleAfter: time.Second, Store: r.st, Power: bootctl.IPMI{}, Log: slog.New(slog.DiscardHandler)}
+	// The idle node's last activity is its boot; the busy one's heartbeat
+	// (every second) keeps its own within about a second: wait until the
+	// idle one is well past IdleAfter, with seconds of margin either side.
+	const idleAfter = 4 * time.Second
+	ci, err := r.st.GetCheckIn(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(ci.BootTime.Add(idleAfter + 500*time.Millisecond)))
+	p := bootctl.IdlePolicy{IdleAfter: idleAfter, Store: r.st, Power: bootctl.IPMI{}, Log: slog.New(slog.DiscardHandler)}
 	off, err := p.Sweep(ctx)
 	if err != nil || len(off) != 1 || off[0] != "idle" {
 		t.Fatalf("sweep powered off %v (%v); want [idle]", off, err)

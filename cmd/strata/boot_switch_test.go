@@ -22,7 +22,7 @@ import (
 // bootRig is a metadata cluster, a boot controller's HTTP server, and
 // simulated nodes whose BMCs power real boot agents.
 type bootRig struct {
-	t     *testing.T
+	t     testing.TB
 	tc    *testcluster.Cluster
 	c     *client.Client
 	st    *bootctl.Store
@@ -34,14 +34,14 @@ type bootRig struct {
 	ovlys string
 }
 
-func newBootRig(t *testing.T) *bootRig {
+func newBootRig(t testing.TB, data int) *bootRig {
 	t.Helper()
 	if !ipmisim.Available() {
 		t.Skip("ipmi_sim not installed (scripts/install-deps.sh)")
 	}
 	r := &bootRig{t: t, dir: t.TempDir(), bmcs: map[string]*ipmisim.BMC{}, mnts: map[string]string{}}
 	r.ovlys = filepath.Join(r.dir, "overlays")
-	r.tc = testcluster.New(t, testcluster.Options{Meta: 3})
+	r.tc = testcluster.New(t, testcluster.Options{Meta: 3, Data: data})
 	r.meta = strings.Join(r.tc.MetaAddrs(), ",")
 	c, err := client.New(client.Config{MetaAddrs: r.tc.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -64,10 +64,12 @@ func newBootRig(t *testing.T) *bootRig {
 	// Registered after the BMCs' own cleanups run (LIFO): detach any mount
 	// a killed agent left behind.
 	t.Cleanup(func() {
-		for _, mp := range r.mnts {
-			if bootctl.IsMounted(mp) {
-				t.Errorf("%s still mounted after its node was powered off; detaching", mp)
-				syscall.Unmount(mp, syscall.MNT_DETACH)
+		for name, mp := range r.mnts {
+			for _, p := range []string{mp, filepath.Join(r.ovlys, name, "ova", name, "lower"), filepath.Join(r.ovlys, name, "ovb", name, "lower")} {
+				if bootctl.IsMounted(p) {
+					t.Logf("%s left mounted by a killed node; detaching", p)
+					syscall.Unmount(p, syscall.MNT_DETACH)
+				}
 			}
 		}
 	})
@@ -84,11 +86,9 @@ func (r *bootRig) addNode(name, mac, group string, agentArgs ...string) {
 	}
 	mp := filepath.Join(r.dir, "mnt", name)
 	r.mnts[name] = mp
-	// Stand-in: the whole-FS mount, checked for the image directory,
-	// until the image mount (strata mount --image, branch image) is merged.
 	b := ipmisim.Start(r.t, ipmisim.Options{
-		Node: append([]string{self, "boot-agent", "--ipxe-url", r.url + "/boot/ipxe", "--mac", mac, "--overlay-root", r.ovlys,
-			"--mountpoint", mp, "--whole-fs-mount", "--heartbeat", "1s"},
+		Node: append([]string{self, "boot-agent", "--ipxe-url", r.url + "/boot/ipxe", "--mac", mac, "--overlay-root", filepath.Join(r.ovlys, name),
+			"--mountpoint", mp, "--heartbeat", "1s"},
 			agentArgs...),
 		Env:      []string{asStrata},
 		Password: "Sekr1t-" + name,
@@ -98,7 +98,7 @@ func (r *bootRig) addNode(name, mac, group string, agentArgs ...string) {
 }
 
 // mustCLIRun runs a strata command in-process and fails the test on error.
-func mustCLIRun(t *testing.T, args ...string) string {
+func mustCLIRun(t testing.TB, args ...string) string {
 	t.Helper()
 	code, out, errOut := cliRun(args...)
 	if code != 0 {
@@ -130,9 +130,8 @@ func (r *bootRig) checkBooted(image string, gen uint64) {
 		if !bootctl.IsMounted(r.mnts[name]) {
 			r.t.Errorf("%s: %s not mounted", name, r.mnts[name])
 		}
-		iname, itag, _ := strings.Cut(image, ":")
-		if _, err := os.Stat(filepath.Join(r.mnts[name], "images", iname, itag)); err != nil && bootctl.IsMounted(r.mnts[name]) {
-			r.t.Errorf("image %s not visible in %s's mount: %v", image, name, err)
+		if got, err := os.ReadFile(filepath.Join(r.mnts[name], "etc", "release")); err != nil || string(got) != image+"\n" {
+			r.t.Errorf("%s: /etc/release in the mount: %q %v; want %s", name, got, err, image)
 		}
 		if out, err := b.Ipmitool(ctx, "chassis", "power", "status"); err != nil || !strings.Contains(out, "is on") {
 			r.t.Errorf("%s: ipmitool power: %q %v", name, out, err)
@@ -145,21 +144,29 @@ func (r *bootRig) checkBooted(image string, gen uint64) {
 
 // TestGroupSwitchOnSimulatedNodes: 4 nodes on ipmi_sim BMCs, each power-on
 // starting a real boot agent that fetches its iPXE script, mounts and
-// checks in. The group is switched A -> B (every node power-cycled, checks
-// in with B), rolled back to A, and bad switches change nothing.
+// checks in. Images A and B are real imported images, mounted with each
+// node's overlay (strata mount --image). The group is switched A -> B
+// (every node power-cycled, checks in with B and sees B), rolled back to A
+// (with the files written into the A-time overlays), and bad switches
+// change nothing.
 func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
-	r := newBootRig(t)
+	r := newBootRig(t, 6)
 	ctx := context.Background()
-	for _, d := range []string{"/images/alpha/1", "/images/beta/2"} {
-		if err := r.c.MkdirAll(ctx, d, 0o755); err != nil {
+	for _, img := range []string{"alpha:1", "beta:2"} {
+		src := filepath.Join(r.dir, "src-"+img)
+		if err := os.MkdirAll(filepath.Join(src, "etc"), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(src, "etc", "release"), []byte(img+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mustCLIRun(t, "image", "import", "--meta", r.meta, img, src)
 	}
 	mustCLIRun(t, "group", "create", "hpc", "--meta", r.meta, "--image", "alpha:1", "--overlay", "ova")
 	for i := 0; i < 4; i++ {
 		r.addNode(fmt.Sprintf("n%d", i), fmt.Sprintf("02:00:00:00:00:%02x", i+1), "hpc")
 	}
-	// First boot of all four (a switch from nothing is a power-on).
+	// First boot of all four.
 	out := mustCLIRun(t, "node", "power", "on", "--meta", r.meta, "--pxe", "--group", "hpc")
 	t.Logf("\n%s", out)
 	for name := range r.bmcs {
@@ -168,9 +175,9 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 		}
 	}
 	r.checkBooted("alpha:1", 1)
-	// Leave a file in each node's A-time overlay.
+	// Each node writes a file through its mount: it lands in its A overlay.
 	for name := range r.bmcs {
-		if err := os.WriteFile(filepath.Join(r.ovlys, "ova", name, "kept"), []byte(name), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(r.mnts[name], "kept"), []byte(name), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -194,6 +201,11 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 	out = mustCLIRun(t, "group", "switch", "hpc", "--meta", r.meta, "--image", "beta:2", "--overlay", "ovb", "--boot-timeout", "60s")
 	t.Logf("switch A->B in %v:\n%s", time.Since(start).Round(time.Millisecond), out)
 	r.checkBooted("beta:2", 2)
+	for name := range r.bmcs {
+		if _, err := os.Stat(filepath.Join(r.mnts[name], "kept")); !os.IsNotExist(err) {
+			t.Errorf("%s: the A overlay's file shows under B (overlay ovb): %v", name, err)
+		}
+	}
 	if b := r.boots(); b != boots+4 {
 		t.Errorf("%d boots after the switch; want %d (each node once)", b, boots+4)
 	}
@@ -209,8 +221,8 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 	mustCLIRun(t, "node", "rm", "broken", "--meta", r.meta)
 	r.checkBooted("alpha:1", 3)
 	for name := range r.bmcs {
-		if got, err := os.ReadFile(filepath.Join(r.ovlys, "ova", name, "kept")); err != nil || string(got) != name {
-			t.Errorf("%s: A-time overlay file: %q %v", name, got, err)
+		if got, err := os.ReadFile(filepath.Join(r.mnts[name], "kept")); err != nil || string(got) != name {
+			t.Errorf("%s: file of the A-time overlay after rollback: %q %v", name, got, err)
 		}
 		if ci, _ := r.st.GetCheckIn(ctx, name); ci.Overlay != "ova" {
 			t.Errorf("%s: overlay after rollback %q; want ova", name, ci.Overlay)

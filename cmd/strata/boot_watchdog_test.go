@@ -26,7 +26,7 @@ type metaNode struct {
 
 // startMetaNodes starts BMCs for 3 voters and 1 spare (ports from base:
 // fixed, outside the test harness's and the kernel's ephemeral ranges).
-func startMetaNodes(t *testing.T, base int) []*metaNode {
+func startMetaNodes(t testing.TB, base int) []*metaNode {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -93,7 +93,7 @@ func (w *metaWorkload) run(ctx context.Context, id int) {
 }
 
 // waitEvent waits for a watchdog event of kind about member.
-func waitEvent(t *testing.T, st *bootctl.Store, kind, member string, after uint64, d time.Duration) bootctl.Event {
+func waitEvent(t testing.TB, st *bootctl.Store, kind, member string, after uint64, d time.Duration) bootctl.Event {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
@@ -260,15 +260,16 @@ func TestMetaWatchdogOnSimulatedBMCs(t *testing.T) {
 
 // startBootctl runs a `strata bootctl` daemon in-process until the test
 // ends.
-func startBootctl(t *testing.T, meta, id string) {
+func startBootctl(t testing.TB, meta, id string, extra ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	var out, errb strings.Builder
 	go func() {
 		defer close(done)
-		run(ctx, []string{"bootctl", "--meta", meta, "--listen", "127.0.0.1:0", "--id", id, "--lease-ttl", "3s",
-			"--probe-every", "300ms", "--probe-timeout", "300ms", "--fail-after", "2", "--rejoin-timeout", "10s", "--log-level", "info"}, &out, &errb)
+		args := []string{"bootctl", "--meta", meta, "--listen", "127.0.0.1:0", "--id", id, "--lease-ttl", "6s",
+			"--probe-every", "300ms", "--probe-timeout", "300ms", "--fail-after", "2", "--rejoin-timeout", "10s", "--log-level", "info"}
+		run(ctx, append(args, extra...), &out, &errb) // later flags win
 	}()
 	t.Cleanup(func() {
 		cancel()

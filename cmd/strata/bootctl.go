@@ -72,7 +72,7 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		*url = "http://" + lis.Addr().String()
 	}
 	srv := bootctl.NewServer(st, bootctl.ServerConfig{Meta: *serviceMeta, URL: *url, Kernel: *kernel, Initrd: *initrd, Logger: log})
-	d := &bootDaemon{id: *id, st: st, log: log}
+	d := &bootDaemon{id: *id, st: st}
 	srv.Status = d.status
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -118,10 +118,10 @@ func idleLoop(ctx context.Context, p bootctl.IdlePolicy) {
 	}
 }
 
+// bootDaemon is what /status reports about this controller.
 type bootDaemon struct {
 	id     string
 	st     *bootctl.Store
-	log    *slog.Logger
 	active atomic.Bool // holds the lease
 }
 

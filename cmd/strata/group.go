@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/bootctl"
+	"github.com/strata-hpc/strata/imagestore"
 )
 
 func init() {
@@ -180,7 +182,6 @@ type switchFlags struct {
 	concurrency, retry *int
 	bootTimeout        *time.Duration
 	dryRun, asJSON     *bool
-	imagesRoot         *string
 }
 
 func addSwitchFlags(fs *flag.FlagSet) *switchFlags {
@@ -191,7 +192,6 @@ func addSwitchFlags(fs *flag.FlagSet) *switchFlags {
 		bootTimeout: fs.Duration("boot-timeout", 2*time.Minute, "power cycle to check-in, per node"),
 		dryRun:      fs.Bool("dry-run", false, "show what would happen; change nothing"),
 		asJSON:      fs.Bool("json", false, "print JSON"),
-		imagesRoot:  fs.String("images-root", "/images", "where images live in the file system (NAME/TAG)"),
 	}
 }
 
@@ -256,7 +256,7 @@ func doSwitch(ctx context.Context, cf *clientFlags, sf *switchFlags, stdout io.W
 	}
 	defer c.Close()
 	log, _ := newLogger(stdout, *cf.level)
-	sw := &bootctl.Switcher{Store: st, Power: sf.pf.controller(), Images: bootctl.PathCatalog{Client: c, Root: *sf.imagesRoot}, Log: log}
+	sw := &bootctl.Switcher{Store: st, Power: sf.pf.controller(), Images: imageCatalog{imagestore.New(c, log)}, Log: log}
 	g, res, err := fn(ctx, sw, o)
 	if err != nil {
 		return err
@@ -281,4 +281,23 @@ func doSwitch(ctx context.Context, cf *clientFlags, sf *switchFlags, stdout io.W
 		return fmt.Errorf("%d of %d nodes did not switch (see the report)", failed, len(res))
 	}
 	return nil
+}
+
+// imageCatalog answers the switch's "does this image exist" from the image
+// store: only a complete (frozen) image counts.
+type imageCatalog struct{ st *imagestore.Store }
+
+func (ic imageCatalog) HasImage(ctx context.Context, ref string) (bool, error) {
+	r, err := imagestore.ParseRef(ref)
+	if err != nil {
+		return false, err
+	}
+	img, err := ic.st.Get(ctx, r)
+	if errors.Is(err, imagestore.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return img.Complete, nil
 }

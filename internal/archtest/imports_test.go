@@ -33,6 +33,7 @@ func TestForbiddenImports(t *testing.T) {
 		{"dataserver", []string{"client", "fuse", "cmd", "metaserver", "imagestore", "bootctl"}},
 		{"client", []string{"fuse", "cmd", "metaserver", "dataserver", "imagestore", "bootctl"}},
 		{"proto/stratapb", []string{"client", "fuse", "cmd", "metaserver", "dataserver", "internal"}},
+		{"bootctl", []string{"fuse", "cmd", "metaserver", "dataserver", "imagestore"}},
 	}
 	for _, r := range rules {
 		for _, d := range deps(t, r.pkg) {

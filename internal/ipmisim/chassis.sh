@@ -9,12 +9,14 @@
 dir=$1; op=$2; shift 2
 pidf=$dir/node.pid; bootf=$dir/bootdev
 # A slow BMC: the harness writes a delay (seconds) into DIR/delay.
-[ -s "$dir/delay" ] && sleep "$(cat "$dir/delay")"
-echo "$(date +%s.%N) $op $*" >> "$dir/chassis.log"
+[ -s "$dir/delay" ] && sleep "$(<"$dir/delay")"
+# Bash builtins only on the hot path: ipmi_sim waits for this script on
+# every chassis command, so forks are IPMI latency.
+echo "$EPOCHREALTIME $op $*" >> "$dir/chassis.log"
 
 # PID 1 may reap orphans late: a zombie counts as dead.
-running() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) && [ -n "$st" ] && [ "$st" != Z ]; }
-alive() { [ -s "$pidf" ] && running "$(cat "$pidf")"; }
+running() { local st; read -r st < "/proc/$1/stat" 2>/dev/null || return 1; st=${st##*) }; [ "${st%% *}" != Z ]; }
+alive() { local p; [ -s "$pidf" ] && read -r p < "$pidf" && running "$p"; }
 start() {
   alive && return 0
   # Close every fd > 2 inherited from ipmi_sim (its socket, the popen
@@ -22,11 +24,11 @@ start() {
   ( for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null
     setsid "$dir/node.sh" </dev/null >>"$dir/node.log" 2>&1 &
     echo $! > "$pidf"
-    echo "$(date +%s.%N) $!" >> "$dir/boots" )
+    echo "$EPOCHREALTIME $!" >> "$dir/boots" )
 }
 stop() {  # $1 = signal to the node's process group; SIGKILL after 5 s
   alive || { rm -f "$pidf"; return 0; }
-  local p i; p=$(cat "$pidf"); kill -"$1" -- -"$p" 2>/dev/null || kill -"$1" "$p" 2>/dev/null
+  local p i; read -r p < "$pidf"; kill -"$1" -- -"$p" 2>/dev/null || kill -"$1" "$p" 2>/dev/null
   for i in $(seq 100); do running "$p" || break; sleep 0.05; done
   kill -KILL -- -"$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; rm -f "$pidf"
 }
@@ -35,7 +37,7 @@ case $op in
 get)
   for p in "$@"; do case $p in
     power) if alive; then echo "power:1"; else echo "power:0"; fi ;;
-    boot)  echo "boot:$(cat "$bootf" 2>/dev/null || echo default)" ;;
+    boot)  if [ -s "$bootf" ]; then echo "boot:$(<"$bootf")"; else echo "boot:default"; fi ;;
     *) echo "Invalid parameter: $p"; exit 1 ;;
   esac; done ;;
 set)
