@@ -137,7 +137,9 @@ func (s *state) commitRepair(now int64, r *stratapb.CommitRepairCommand) (*strat
 	// Copy on write: snapshots and responses may share the old slice.
 	c.servers = slices.Clone(c.servers)
 	c.servers[r.ShardIndex] = r.NewServer
-	s.relocateShared(r.ChunkId, r.ShardIndex, r.ExpectServer, r.NewServer, n.ino)
+	// Every other holder of a shared chunk (snapshots, clones, dedup) has
+	// its own copy of the layout, and so has the content table.
+	s.relocateShard(r.ChunkId, int(r.ShardIndex), r.ExpectServer, r.NewServer)
 	delete(s.badShards, shardRef{r.ChunkId, r.ShardIndex})
 	if old := r.ExpectServer; old != 0 {
 		if _, known := s.servers[old]; known {
@@ -212,43 +214,4 @@ func (s *state) shardsOn(id uint32) int {
 		}
 	}
 	return n
-}
-
-// relocateShared moves shard `shard` of chunk id from server `from` to `to`
-// in the other copies of the chunk's layout: a chunk shared by snapshots,
-// clones or deduplicated files has one copy per holding inode (refs.go) and
-// one in the content index. Left alone, those copies would go on naming the
-// old place, whose shard is garbage from now on: a snapshot would silently
-// lose redundancy with every repair, drain or rebalance move. Unshared
-// chunks, the common case, cost nothing; a shared one costs a walk over
-// the inodes (an index chunk -> holders is the fix if repairs of shared
-// chunks ever show up in apply latency).
-func (s *state) relocateShared(id uint64, shard, from, to uint32, done uint64) {
-	move := func(c *chunk) bool {
-		if c.id != id || int(shard) >= len(c.servers) || c.servers[shard] != from {
-			return false
-		}
-		c.servers = slices.Clone(c.servers)
-		c.servers[shard] = to
-		return true
-	}
-	if h, ok := s.hashOf[id]; ok {
-		if e := s.byHash[h]; e != nil {
-			c := *e // entries are shared with FSM snapshots: never change in place
-			if move(&c) {
-				s.byHash[h] = &c
-			}
-		}
-	}
-	if s.refs[id] <= 1 {
-		return
-	}
-	for ino, n := range s.inodes {
-		if ino == done || n.typ != stratapb.FileType_REGULAR {
-			continue
-		}
-		for i := range n.chunks {
-			move(&n.chunks[i])
-		}
-	}
 }

@@ -208,10 +208,11 @@ func (s *state) lookupChunks(r *stratapb.LookupChunksRequest) (*stratapb.LookupC
 // (files, clones, snapshots) and the content table. A repair or a
 // rebalance must use it for a shared chunk (refs > 1), or the holders it
 // misses would keep pointing at the old place, whose copy is then deleted
-// as garbage. It scans every inode when the chunk is shared (no chunk ->
-// holders index yet), so it costs O(inodes) for those; the order of the
-// scan does not matter, the result is the same on every voter. It returns
-// how many copies it changed.
+// as garbage. An unshared chunk's one holder is the caller's to move (only
+// the content table is updated here). It scans every inode when the chunk
+// is shared (no chunk -> holders index yet), so it costs O(inodes) for
+// those; the order of the scan does not matter, the result is the same on
+// every voter. It returns how many copies it changed.
 func (s *state) relocateShard(id uint64, shard int, from, to uint32) int {
 	changed := 0
 	move := func(c *chunk) {
@@ -225,6 +226,9 @@ func (s *state) relocateShard(id uint64, shard int, from, to uint32) int {
 		cp := *e
 		move(&cp)
 		s.byHash[s.hashOf[id]] = &cp // entries are shared with FSM snapshots: replace, never edit
+	}
+	if s.refs[id] <= 1 {
+		return changed // unshared, the common case: no other holder to find
 	}
 	for _, n := range s.inodes {
 		for i := range n.chunks {
