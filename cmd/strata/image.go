@@ -65,7 +65,7 @@ func parseRefs(names ...string) ([]imagestore.Ref, error) {
 func runImageImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("image import", stderr)
 	cf := addClientFlags(fs)
-	workers := fs.Int("workers", 0, "files written at once (default 16)")
+	workers := fs.Int("workers", 0, "files written at once (default 32)")
 	progress := fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
 	if err := parse(fs, args, 2, 2, "image import [flags] NAME:TAG TARBALL|DIR"); err != nil {
 		return err

@@ -48,6 +48,13 @@ func benchTree(b *testing.B) string {
 	return root
 }
 
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
 func treeBytes(root string) int64 {
 	var n int64
 	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -73,7 +80,8 @@ func BenchmarkImageImport(b *testing.B) {
 	for n := 0; n < b.N; n++ {
 		for _, tag := range []string{"first", "again"} {
 			start := time.Now()
-			if code := run(context.Background(), []string{"image", "import", "--meta", meta, fmt.Sprintf("bench%d:%s", n, tag), tree}, io.Discard, os.Stderr); code != 0 {
+			args := []string{"image", "import", "--meta", meta, "--workers", envOr("STRATA_BENCH_WORKERS", "0"), fmt.Sprintf("bench%d:%s", n, tag), tree}
+			if code := run(context.Background(), args, io.Discard, os.Stderr); code != 0 {
 				b.Fatalf("import: exit %d", code)
 			}
 			mbs := float64(size) / time.Since(start).Seconds() / 1e6
