@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/metaserver"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -29,6 +30,7 @@ func TestSnap(t *testing.T) {
 	t.Run("BadInput", func(t *testing.T) { testSnapshotBadInput(e.sub(t)) })
 	t.Run("Mknod", func(t *testing.T) { testMknod(e.sub(t)) })
 	t.Run("Usage", func(t *testing.T) { testUsage(e.sub(t)) })
+	waitVotersAgree(t, e)
 }
 
 // mkput is put that makes the parent directories first.
@@ -104,16 +106,19 @@ func testSnapshotOneEntry(e *env) {
 	if info.Inodes != 10101 { // /wide, 100 dirs, 10,000 files
 		t.Fatalf("snapshot holds %d inodes, want 10101", info.Inodes)
 	}
-	if leader.IsLeader() { // counters are per server: compare on one
-		after := commandCounts(leader)
-		for _, typ := range allCommands {
-			want := before[typ]
-			if typ == metaserver.CmdCreateSnapshot {
-				want++
-			}
-			if after[typ] != want {
-				t.Errorf("command %d applied %d times during the snapshot, want %d", typ, after[typ]-before[typ], want-before[typ])
-			}
+	// Counters are per server; every voter applies every entry, but one
+	// that lost leadership meanwhile may apply the snapshot a little later.
+	waitForT(t, 30*time.Second, "the snapshot to be applied", func() bool {
+		return leader.CommandsApplied(metaserver.CmdCreateSnapshot) > before[metaserver.CmdCreateSnapshot]
+	})
+	after := commandCounts(leader)
+	for _, typ := range allCommands {
+		want := before[typ]
+		if typ == metaserver.CmdCreateSnapshot {
+			want++
+		}
+		if after[typ] != want {
+			t.Errorf("command %d applied %d times during the snapshot, want %d", typ, after[typ]-before[typ], want-before[typ])
 		}
 	}
 	snapDir := "/" + SnapshotDir + "/wide-1"
@@ -533,12 +538,26 @@ func testUsage(e *env) {
 			mine = d
 		}
 	}
-	// Two files of 128 KiB sharing two chunks of 6 shards of 16 KiB.
-	if mine == nil || mine.LogicalBytes != 256<<10 || mine.StoredBytes != 2*6*16<<10 || mine.Chunks != 2 || mine.ChunkRefs != 4 {
+	// Two files of 128 KiB sharing two chunks of 6 shards of 16 KiB, held
+	// by nothing outside the directory.
+	if mine == nil || mine.LogicalBytes != 256<<10 || mine.StoredBytes != 2*6*16<<10 || mine.Chunks != 2 || mine.ChunkRefs != 4 || mine.SharedBytes != 0 {
 		t.Fatalf("usage of %s: %v", e.root, mine)
 	}
 	if u.Total.LogicalBytes < mine.LogicalBytes || u.Total.StoredBytes < mine.StoredBytes {
 		t.Fatalf("total %v smaller than a part %v", u.Total, mine)
+	}
+	// A copy outside the directory: its chunks are now shared.
+	if _, err := e.c.ClonePath(ctx, e.p("/a"), e.root+"-copy", false); err != nil {
+		t.Fatal(err)
+	}
+	u, err = e.c.Usage(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range u.Dirs {
+		if "/"+d.Name == e.root && d.SharedBytes != d.StoredBytes {
+			t.Fatalf("after a copy outside: shared %d of %d stored bytes", d.SharedBytes, d.StoredBytes)
+		}
 	}
 }
 
@@ -608,4 +627,86 @@ func BenchmarkWriteFileDedup(b *testing.B) {
 			}
 		}
 	})
+}
+
+// waitVotersAgree waits until every running voter holds the same state
+// (the FSM digest covers the namespace, flags, reference counts, content
+// hashes and snapshots), which the tree commands must reach by walking
+// trees in the same order everywhere.
+func waitVotersAgree(t testing.TB, e *env) {
+	t.Helper()
+	waitForT(t, 60*time.Second, "the voters to agree", func() bool {
+		var first uint64
+		for i, m := range e.cl.Meta {
+			if m.Srv == nil {
+				continue
+			}
+			d := m.Srv.Stats().Digest
+			if i > 0 && first != 0 && d != first {
+				return false
+			}
+			first = d
+		}
+		return true
+	})
+}
+
+// TestSnapStateThroughRaftSnapshot: a voter that was down while the others
+// made snapshots, clones, dedup writes and frozen trees, and compacted
+// their logs, catches up through an installed raft snapshot and ends with
+// the same state: reference counts, content hashes, flags and the snapshot
+// table travel in FSM snapshots.
+func TestSnapStateThroughRaftSnapshot(t *testing.T) {
+	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6, Policy: testPolicy(), SnapshotThreshold: 64, TrailingLogs: 8})
+	c := newTestClient(t, cl.MetaAddrs())
+	e := &env{cluster: &cluster{cl: cl, c: c, files: map[string][]byte{}}, t: t}
+	for _, d := range cl.Data {
+		e.ids = append(e.ids, d.Srv.ID())
+	}
+	ctx := ctxT(t)
+	lagging := (cl.WaitLeader() + 1) % 3
+	cl.KillMeta(lagging)
+	for i := range 30 {
+		e.mkput(fmt.Sprintf("/job/f%02d", i), randBytes(1000+i, uint64(i)))
+	}
+	root := mustStat(e, "/")
+	for _, name := range []string{"d1", "d2"} {
+		a, err := c.Create(ctx, root.Ino, name, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WriteFileDedup(ctx, a.Ino, bytes.NewReader(randBytes(200<<10, 5))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.CreateSnapshot(ctx, "/job", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ClonePath(ctx, "/job", "/img", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.MknodAt(ctx, root.Ino, "wh", stratapb.FileType_CHARDEV, 0, 0, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForT(t, 30*time.Second, "the others to snapshot their state", func() bool {
+		return cl.Meta[cl.WaitLeader()].Srv.RaftStats()["last_snapshot_index"] != "0"
+	})
+	cl.RestartMeta(lagging)
+	waitVotersAgree(t, e)
+	if idx := cl.Meta[lagging].Srv.RaftStats()["last_snapshot_index"]; idx == "0" {
+		t.Fatal("the lagging voter caught up without a snapshot")
+	}
+	// The cluster goes on with the restored voter as one of its two
+	// (the old leader is stopped): the restored state takes part in every
+	// commit from here, and may lead.
+	if l := cl.WaitLeader(); l != lagging {
+		cl.KillMeta(l)
+	}
+	if _, err := c.DeleteSnapshot(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.get("/img/f07"); !bytes.Equal(got, randBytes(1007, 7)) {
+		t.Fatal("cloned file reads back wrong")
+	}
+	waitVotersAgree(t, e)
 }

@@ -48,5 +48,37 @@ func (s *state) digest() uint64 {
 	}
 	put(s.nextIno)
 	put(s.nextChunk)
+	s.digestSnapState(put, h.Write)
 	return h.Sum64()
+}
+
+// digestSnapState adds reference counts, content hashes and snapshots.
+func (s *state) digestSnapState(put func(uint64), write func([]byte) (int, error)) {
+	ids := make([]uint64, 0, len(s.refs))
+	for id := range s.refs {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		put(id)
+		put(uint64(s.refs[id]))
+		if h, ok := s.hashOf[id]; ok {
+			write(h[:])
+		}
+	}
+	put(s.stored)
+	keys := make([]snapKey, 0, len(s.snaps))
+	for k := range s.snaps {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].tenant != keys[j].tenant {
+			return keys[i].tenant < keys[j].tenant
+		}
+		return keys[i].name < keys[j].name
+	})
+	for _, k := range keys {
+		write([]byte(k.tenant + "\x00" + k.name))
+		put(s.snaps[k].RootIno)
+	}
 }

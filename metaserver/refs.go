@@ -202,3 +202,34 @@ func (s *state) lookupChunks(r *stratapb.LookupChunksRequest) (*stratapb.LookupC
 	}
 	return resp, nil
 }
+
+// relocateShard records that shard `shard` of chunk id moved from server
+// `from` to server `to`, in every copy of the chunk's layout: each holder
+// (files, clones, snapshots) and the content table. A repair or a
+// rebalance must use it for a shared chunk (refs > 1), or the holders it
+// misses would keep pointing at the old place, whose copy is then deleted
+// as garbage. It scans every inode when the chunk is shared (no chunk ->
+// holders index yet), so it costs O(inodes) for those; the order of the
+// scan does not matter, the result is the same on every voter. It returns
+// how many copies it changed.
+func (s *state) relocateShard(id uint64, shard int, from, to uint32) int {
+	changed := 0
+	move := func(c *chunk) {
+		if c.id == id && shard < len(c.servers) && c.servers[shard] == from {
+			c.servers = slices.Clone(c.servers) // snapshots and responses may share the slice
+			c.servers[shard] = to
+			changed++
+		}
+	}
+	if e, ok := s.byHash[s.hashOf[id]]; ok && e.id == id {
+		cp := *e
+		move(&cp)
+		s.byHash[s.hashOf[id]] = &cp // entries are shared with FSM snapshots: replace, never edit
+	}
+	for _, n := range s.inodes {
+		for i := range n.chunks {
+			move(&n.chunks[i])
+		}
+	}
+	return changed
+}

@@ -381,3 +381,30 @@ func TestFSMSnapStateRoundTrip(t *testing.T) {
 		t.Fatal("snapshot with wrong reference counts accepted")
 	}
 }
+
+// TestFSMRelocateSharedShard: moving a shard of a shared chunk updates
+// every holder and the content table.
+func TestFSMRelocateSharedShard(t *testing.T) {
+	tf := newTestFSM(t).withServers()
+	st := tf.f.st
+	src, f := tf.snapTree()
+	data := []byte("shared content")
+	a, b := tf.create(rootIno, "a"), tf.create(rootIno, "b")
+	id := tf.writeChunk(a, 0, data, true)
+	if err := tf.share(b, 0, id, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tf.apply(CmdCloneTree, nil, &stratapb.CloneTreeRequest{Src: src, DstParent: rootIno, DstName: "copy"}); err != nil {
+		t.Fatal(err)
+	}
+	fid := st.inodes[f].chunks[0].id
+	if n := st.relocateShard(fid, 1, 2, 5); n != 2 {
+		t.Fatalf("file chunk held twice: %d copies moved", n)
+	}
+	if n := st.relocateShard(id, 0, 1, 6); n != 3 { // a, b and the content table
+		t.Fatalf("content chunk: %d copies moved", n)
+	}
+	if st.inodes[b].chunks[0].servers[0] != 6 || st.byHash[st.hashOf[id]].servers[0] != 6 {
+		t.Fatal("a holder kept the old place")
+	}
+}

@@ -36,7 +36,8 @@ func (s *state) mknod(now int64, r *stratapb.MknodRequest) (*stratapb.MknodRespo
 func (s *state) usageOf(root *inode, name string) *stratapb.Usage {
 	u := &stratapb.Usage{Name: name, Ino: root.ino}
 	seen := map[uint64]bool{}
-	chunks := map[uint64]bool{}
+	chunks := map[uint64]uint32{} // references from inside the tree
+	layout := map[uint64]*chunk{}
 	s.walkTree(root, func(n, _ *inode, _ string) bool {
 		if seen[n.ino] {
 			return false
@@ -50,14 +51,20 @@ func (s *state) usageOf(root *inode, name string) *stratapb.Usage {
 		for i := range n.chunks {
 			c := &n.chunks[i]
 			u.ChunkRefs++
-			if !chunks[c.id] {
-				chunks[c.id] = true
+			if chunks[c.id] == 0 {
 				u.StoredBytes += storedBytes(c)
+				layout[c.id] = c
 			}
+			chunks[c.id]++
 		}
 		return true
 	})
 	u.Chunks = uint64(len(chunks))
+	for id, n := range chunks {
+		if s.refs[id] > n {
+			u.SharedBytes += storedBytes(layout[id])
+		}
+	}
 	return u
 }
 

@@ -34,7 +34,7 @@ func runDf(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "PATH\tINODES\tLOGICAL\tSTORED\tRATIO\tCHUNKS\tSHARED REFS\t")
+	fmt.Fprintln(tw, "PATH\tINODES\tLOGICAL\tSTORED\tRATIO\tSHARED OUTSIDE\tCHUNKS\tEXTRA REFS\t")
 	for _, d := range u.Dirs {
 		printDfRow(tw, "/"+d.Name, d)
 	}
@@ -43,13 +43,15 @@ func runDf(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // printDfRow writes one row: RATIO is stored/logical (above 1: erasure
-// coding overhead; below: sharing and dedup); SHARED REFS counts chunk
-// references beyond the first of each chunk.
+// coding overhead; below: sharing and dedup); SHARED OUTSIDE is the part of
+// STORED also held outside the row's tree (removing the tree would not
+// free it); EXTRA REFS counts chunk references beyond the first of each
+// chunk inside the tree.
 func printDfRow(w io.Writer, name string, u *stratapb.Usage) {
 	ratio := "-"
 	if u.LogicalBytes > 0 {
 		ratio = fmt.Sprintf("%.2f", float64(u.StoredBytes)/float64(u.LogicalBytes))
 	}
-	fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t\n", name, u.Inodes, humanBytes(u.LogicalBytes),
-		humanBytes(u.StoredBytes), ratio, u.Chunks, u.ChunkRefs-u.Chunks)
+	fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t\n", name, u.Inodes, humanBytes(u.LogicalBytes),
+		humanBytes(u.StoredBytes), ratio, humanBytes(u.SharedBytes), u.Chunks, u.ChunkRefs-u.Chunks)
 }

@@ -1223,14 +1223,18 @@ func (x *UsageRequest) GetPerDir() bool {
 // dataservers (all shards, parity included), each chunk counted once
 // however many files, snapshots or images hold it.
 type Usage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // "" for the whole tenant
-	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
-	Inodes        uint64                 `protobuf:"varint,3,opt,name=inodes,proto3" json:"inodes,omitempty"`
-	LogicalBytes  uint64                 `protobuf:"varint,4,opt,name=logical_bytes,json=logicalBytes,proto3" json:"logical_bytes,omitempty"`
-	StoredBytes   uint64                 `protobuf:"varint,5,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
-	Chunks        uint64                 `protobuf:"varint,6,opt,name=chunks,proto3" json:"chunks,omitempty"`                        // distinct chunks
-	ChunkRefs     uint64                 `protobuf:"varint,7,opt,name=chunk_refs,json=chunkRefs,proto3" json:"chunk_refs,omitempty"` // chunk references (>= chunks when shared)
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // "" for the whole tenant
+	Ino          uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Inodes       uint64                 `protobuf:"varint,3,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	LogicalBytes uint64                 `protobuf:"varint,4,opt,name=logical_bytes,json=logicalBytes,proto3" json:"logical_bytes,omitempty"`
+	StoredBytes  uint64                 `protobuf:"varint,5,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	Chunks       uint64                 `protobuf:"varint,6,opt,name=chunks,proto3" json:"chunks,omitempty"`                        // distinct chunks
+	ChunkRefs    uint64                 `protobuf:"varint,7,opt,name=chunk_refs,json=chunkRefs,proto3" json:"chunk_refs,omitempty"` // chunk references (>= chunks when shared)
+	// Of stored_bytes, what chunks also held outside this tree occupy
+	// (shared with other files, images or snapshots): removing the tree
+	// would free stored_bytes - shared_bytes.
+	SharedBytes   uint64 `protobuf:"varint,8,opt,name=shared_bytes,json=sharedBytes,proto3" json:"shared_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1310,6 +1314,13 @@ func (x *Usage) GetChunks() uint64 {
 func (x *Usage) GetChunkRefs() uint64 {
 	if x != nil {
 		return x.ChunkRefs
+	}
+	return 0
+}
+
+func (x *Usage) GetSharedBytes() uint64 {
+	if x != nil {
+		return x.SharedBytes
 	}
 	return 0
 }
@@ -1455,7 +1466,7 @@ const file_stratapb_snap_proto_rawDesc = "" +
 	"\x04attr\x18\x01 \x01(\v2\x0f.strata.v1.AttrR\x04attr\"Y\n" +
 	"\fUsageRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x17\n" +
-	"\aper_dir\x18\x02 \x01(\bR\x06perDir\"\xc4\x01\n" +
+	"\aper_dir\x18\x02 \x01(\bR\x06perDir\"\xe7\x01\n" +
 	"\x05Usage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x16\n" +
@@ -1464,7 +1475,8 @@ const file_stratapb_snap_proto_rawDesc = "" +
 	"\fstored_bytes\x18\x05 \x01(\x04R\vstoredBytes\x12\x16\n" +
 	"\x06chunks\x18\x06 \x01(\x04R\x06chunks\x12\x1d\n" +
 	"\n" +
-	"chunk_refs\x18\a \x01(\x04R\tchunkRefs\"]\n" +
+	"chunk_refs\x18\a \x01(\x04R\tchunkRefs\x12!\n" +
+	"\fshared_bytes\x18\b \x01(\x04R\vsharedBytes\"]\n" +
 	"\rUsageResponse\x12&\n" +
 	"\x05total\x18\x01 \x01(\v2\x10.strata.v1.UsageR\x05total\x12$\n" +
 	"\x04dirs\x18\x02 \x03(\v2\x10.strata.v1.UsageR\x04dirs2\xfd\x05\n" +
