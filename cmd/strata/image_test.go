@@ -65,7 +65,7 @@ func runOK(t *testing.T, args ...string) string {
 // startImageMount runs `strata mount --image` in the background and
 // returns once the overlay is mounted; stop unmounts (by interrupt) and
 // waits for the command to end.
-func startImageMount(t *testing.T, meta, image, overlay string) (mp string, stop func()) {
+func startImageMount(t *testing.T, meta, image, overlay string, extra ...string) (mp string, stop func()) {
 	t.Helper()
 	base, err := os.MkdirTemp("", "strata-image-")
 	if err != nil {
@@ -78,7 +78,8 @@ func startImageMount(t *testing.T, meta, image, overlay string) (mp string, stop
 	exited := make(chan int, 1)
 	var errb bytes.Buffer
 	go func() {
-		exited <- run(ctx, []string{"mount", "--meta", meta, "--cache-dir", t.TempDir(), "--image", image, "--overlay", overlay, mp}, io.Discard, &errb)
+		args := append([]string{"mount", "--meta", meta, "--cache-dir", t.TempDir(), "--image", image, "--overlay", overlay}, extra...)
+		exited <- run(ctx, append(args, mp), io.Discard, &errb)
 	}()
 	stopped := false
 	stop = func() {
@@ -232,8 +233,16 @@ func TestOverlayPushPullMounted(t *testing.T) {
 	restored := t.TempDir()
 	runOK(t, "overlay", "pull", "--meta", meta, "--node", "n1", "cluster", restored)
 	mp, stop = startImageMount(t, meta, "base:1", restored)
-	if got := chroot(t, mp, "cat /greeting; ls /etc; ls /bin"); got != "hello\nonly\ncat\nls\nrm\nsh\n" {
+	const want = "hello\nonly\ncat\nls\nrm\nsh\n"
+	if got := chroot(t, mp, "cat /greeting; ls /etc; ls /bin"); got != want {
 		t.Errorf("mount with the pulled overlay: %q", got)
+	}
+	stop()
+	// A node's next activation: mount pulls its sub-overlay into a new
+	// directory by itself.
+	mp, stop = startImageMount(t, meta, "base:1", filepath.Join(t.TempDir(), "ov"), "--pull", "cluster", "--node", "n1")
+	if got := chroot(t, mp, "cat /greeting; ls /etc; ls /bin"); got != want {
+		t.Errorf("mount --pull: %q", got)
 	}
 	stop()
 	// Pulling into a directory in use is refused.
