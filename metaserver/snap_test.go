@@ -408,3 +408,23 @@ func TestFSMRelocateSharedShard(t *testing.T) {
 		t.Fatal("a holder kept the old place")
 	}
 }
+
+// TestFSMSnapshotOfRoot: a snapshot of the tenant's root leaves the
+// snapshot area (and so every earlier snapshot) out.
+func TestFSMSnapshotOfRoot(t *testing.T) {
+	tf := newTestFSM(t).withServers()
+	tf.snapTree()
+	for _, name := range []string{"r1", "r2"} {
+		resp, err := tf.apply(CmdCreateSnapshot, nil, &stratapb.CreateSnapshotRequest{Src: rootIno, Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// root, src, sub, f, ln, null: 6 inodes, whatever the area holds.
+		if info := resp.(*stratapb.CreateSnapshotResponse).Snapshot; info.Inodes != 6 || info.SourcePath != "/" {
+			t.Fatalf("snapshot %s of the root: %v", name, info)
+		}
+	}
+	if _, err := tf.apply(CmdCloneTree, nil, &stratapb.CloneTreeRequest{Src: rootIno, DstParent: rootIno, DstName: "x"}); !isErrno(err, syscall.EINVAL) {
+		t.Fatalf("clone of the root into itself: %v, want EINVAL", err)
+	}
+}
