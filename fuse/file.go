@@ -48,7 +48,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	// see the file as open and rename it away rather than free it.
 	n.mu.Lock()
 	n.opens++
+	known := n.shown
 	n.mu.Unlock()
+	if n.m.opts.ReadOnly && known {
+		// A read-only mount of an image, which never changes: the
+		// attributes from lookup are good, and the kernel may keep every
+		// page it has of the file (no open-time round trip).
+		return n.newHandle(flags), gofuse.FOPEN_KEEP_CACHE, 0
+	}
 	a, err := n.openAttr(ctx, flags)
 	if err != nil {
 		n.mu.Lock()

@@ -17,13 +17,15 @@ import (
 type ImportOptions struct {
 	// Progress receives a progress bar (a terminal); nil for none.
 	Progress io.Writer
-	// Workers is how many files are written at once (default 16).
+	// Workers is how many files are written at once (default 32).
 	Workers int
 }
 
-// defaultWorkers is how many entries an import writes at once: enough to
-// keep a few metadata round trips and chunk uploads in flight per core.
-const defaultWorkers = 16
+// defaultWorkers is how many entries an import writes at once. Small files
+// cost raft commits, not bandwidth, and raft commits concurrent entries
+// together: 64 imported a Debian tree 40% faster than 16 here; 32 keeps the
+// buffered tarball members and chunk buffers in flight near 200 MiB.
+const defaultWorkers = 32
 
 // ImportResult says what an import did.
 type ImportResult struct {
@@ -35,6 +37,10 @@ type ImportResult struct {
 	// Resumed: an earlier run had built the whole image and was cut off
 	// while publishing it; this run only finished the publication.
 	Resumed bool
+	// Digest is the sha256 of a tarball source; SameAs names the image
+	// made from the same tarball whose tree this one shares (a clone: no
+	// data written, one metadata command).
+	Digest, SameAs string
 }
 
 // xattrRecord is the extended attribute of an image's directory that
@@ -44,6 +50,7 @@ const xattrRecord = "user.strata.image"
 // Record is what the store remembers of an import.
 type Record struct {
 	Source  string    `json:"source"`
+	Digest  string    `json:"digest,omitempty"` // sha256 of a tarball
 	Created time.Time `json:"created"`
 	Entries int64     `json:"entries"`
 	Bytes   int64     `json:"bytes"`
@@ -77,23 +84,10 @@ func (s *Store) Import(ctx context.Context, r Ref, src Source, opts ImportOption
 	if err != nil {
 		return nil, err
 	}
-	rootfs, err := s.cl.MkdirAt(ctx, staging, rootfsName, 0o755, rootOwner)
-	if err != nil {
-		return nil, fmt.Errorf("imagestore: import %s: %w", r, err)
-	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = defaultWorkers
-	}
-	w := newTreeWriter(ctx, s, rootfs.GetIno(), workers)
-	bar := startProgress(opts.Progress, src, &w.stats)
-	err = copyTree(src, w)
-	bar.Stop()
-	if err != nil {
+	if err := s.buildTree(ctx, staging, src, opts, res); err != nil {
 		s.dropStaging(ctx, r)
 		return nil, fmt.Errorf("imagestore: import %s from %s: %w", r, src.Describe(), err)
 	}
-	res.Entries, res.Bytes, res.Stored = w.stats.entries.Load(), w.stats.bytes.Load(), w.stats.stored.Load()
 	if err := s.writeRecord(ctx, staging, src, res); err != nil {
 		s.dropStaging(ctx, r)
 		return nil, err
@@ -107,6 +101,76 @@ func (s *Store) Import(ctx context.Context, r Ref, src Source, opts ImportOption
 	res.Elapsed = time.Since(start)
 	s.log.Info("imported", "image", r, "entries", res.Entries, "bytes", res.Bytes, "stored", res.Stored, "elapsed", res.Elapsed)
 	return res, nil
+}
+
+// buildTree makes the image's rootfs in the staging directory: a clone of
+// an image imported from the very same tarball (same sha256), or written
+// entry by entry from src.
+func (s *Store) buildTree(ctx context.Context, staging uint64, src Source, opts ImportOptions, res *ImportResult) error {
+	if d, ok := src.(digester); ok {
+		digest, err := d.Digest()
+		if err != nil {
+			return err
+		}
+		res.Digest = digest
+		twin, err := s.findDigest(ctx, digest)
+		if err != nil || twin != nil {
+			return s.cloneTwin(ctx, staging, twin, res, err)
+		}
+	}
+	rootfs, err := s.cl.MkdirAt(ctx, staging, rootfsName, 0o755, rootOwner)
+	if err != nil {
+		return err
+	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = defaultWorkers
+	}
+	w := newTreeWriter(ctx, s, rootfs.GetIno(), workers)
+	bar := startProgress(opts.Progress, src, &w.stats)
+	err = copyTree(src, w)
+	bar.Stop()
+	res.Entries, res.Bytes, res.Stored = w.stats.entries.Load(), w.stats.bytes.Load(), w.stats.stored.Load()
+	return err
+}
+
+// digester is a source that can name its content (a tarball: the sha256
+// of the file), so that importing the same content again can share the
+// existing tree, as registries share layers by digest.
+type digester interface {
+	Digest() (string, error)
+}
+
+// findDigest returns a complete image imported from content with this
+// digest, or nil.
+func (s *Store) findDigest(ctx context.Context, digest string) (*Image, error) {
+	imgs, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range imgs {
+		if imgs[i].Complete && imgs[i].Record.Digest == digest {
+			return &imgs[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// cloneTwin makes the staging rootfs a clone of twin's (one metadata
+// command: new inodes, the same chunks).
+func (s *Store) cloneTwin(ctx context.Context, staging uint64, twin *Image, res *ImportResult, err error) error {
+	if err != nil {
+		return err
+	}
+	root, err := s.cl.Lookup(ctx, twin.Ino, rootfsName)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cl.CloneTree(ctx, root.GetIno(), staging, rootfsName, false); err != nil {
+		return err
+	}
+	res.Entries, res.Bytes, res.SameAs = twin.Record.Entries, twin.Record.Bytes, twin.Ref.String()
+	return nil
 }
 
 // copyTree feeds every entry of src to w and waits until all is written.
@@ -164,7 +228,7 @@ func (s *Store) freshStaging(ctx context.Context, r Ref) (uint64, error) {
 }
 
 func (s *Store) writeRecord(ctx context.Context, dir uint64, src Source, res *ImportResult) error {
-	rec := Record{Source: src.Describe(), Created: time.Now().UTC().Truncate(time.Second), Entries: res.Entries, Bytes: res.Bytes}
+	rec := Record{Source: src.Describe(), Digest: res.Digest, Created: time.Now().UTC().Truncate(time.Second), Entries: res.Entries, Bytes: res.Bytes}
 	b, err := json.Marshal(rec)
 	if err == nil {
 		err = s.cl.SetXattr(ctx, dir, xattrRecord, b, 0)

@@ -39,7 +39,7 @@ func TestImportKeepsEverything(t *testing.T) {
 	}
 	// The progress bar, on a tarball (whose size is known).
 	var bar bytes.Buffer
-	tb, err := OpenSource(sources["test:gz"])
+	tb, err := OpenSource(tarball(t, randomTree(t, 10, 50000, nil), "gzip"))
 	must(t, err)
 	_, err = s.Import(context.Background(), mustRef(t, "test:progress"), tb, ImportOptions{Progress: &bar})
 	tb.Close()
@@ -48,6 +48,15 @@ func TestImportKeepsEverything(t *testing.T) {
 		t.Errorf("progress bar: %q", bar.String())
 	}
 	sources["test:progress"] = ""
+	// The same tarball again: its tree is shared by digest, nothing written.
+	again := importPath(t, s, "test:gz-again", sources["test:gz"])
+	if again.SameAs != "test:gz" || again.Stored != 0 || again.Digest == "" {
+		t.Errorf("re-import of the same tarball: %+v", again)
+	}
+	if got := describeStrata(t, cl, imagePath(mustRef(t, "test:gz-again"))+"/rootfs"); got != want {
+		t.Errorf("re-imported image differs:\n%s", got)
+	}
+	sources["test:gz-again"] = ""
 	imgs, err := s.List(context.Background())
 	must(t, err)
 	if len(imgs) != len(sources) {

@@ -94,6 +94,16 @@ func (s *Store) Pull(ctx context.Context, name, node, dir string, opts PullOptio
 	return res, nil
 }
 
+// OverlayDirUsed reports whether dir already holds an upper layer or the
+// state of a push or pull: a node's overlay directory in use, which a pull
+// on mount must not replace.
+func OverlayDirUsed(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
+		return true
+	}
+	return !emptyDir(filepath.Join(dir, "upper"))
+}
+
 // replaceDir puts tmp at dst, removing what was there.
 func replaceDir(tmp, dst string) error {
 	old := dst + ".old"

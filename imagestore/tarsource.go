@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -125,6 +127,21 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// Digest is the sha256 of the tarball file, read separately from the
+// import stream.
+func (s *tarSource) Digest() (string, error) {
+	f, err := os.Open(s.name)
+	if err != nil {
+		return "", fmt.Errorf("imagestore: digest of %s: %w", s.name, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("imagestore: digest of %s: %w", s.name, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (s *tarSource) Describe() string { return "tarball " + s.name }

@@ -65,7 +65,7 @@ func parseRefs(names ...string) ([]imagestore.Ref, error) {
 func runImageImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("image import", stderr)
 	cf := addClientFlags(fs)
-	workers := fs.Int("workers", 0, "files written at once (default 16)")
+	workers := fs.Int("workers", 0, "files written at once (default 32)")
 	progress := fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
 	if err := parse(fs, args, 2, 2, "image import [flags] NAME:TAG TARBALL|DIR"); err != nil {
 		return err
@@ -97,6 +97,11 @@ func runImageImport(ctx context.Context, args []string, stdout, stderr io.Writer
 		return nil
 	}
 	secs := max(res.Elapsed.Seconds(), 1e-3)
+	if res.SameAs != "" {
+		fmt.Fprintf(stdout, "imported %s: the same tarball (%s) as %s, whose tree it shares: %d entries, %s, nothing written, in %.1fs\n",
+			res.Ref, res.Digest, res.SameAs, res.Entries, humanBytes(uint64(res.Bytes)), secs)
+		return nil
+	}
 	fmt.Fprintf(stdout, "imported %s: %d entries, %s of data (%s new, the rest already stored) in %.1fs, %.0f MB/s\n",
 		res.Ref, res.Entries, humanBytes(uint64(res.Bytes)), humanBytes(uint64(res.Stored)), secs, float64(res.Bytes)/secs/1e6)
 	return nil

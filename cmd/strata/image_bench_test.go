@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,6 +49,13 @@ func benchTree(b *testing.B) string {
 	return root
 }
 
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
 func treeBytes(root string) int64 {
 	var n int64
 	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -62,22 +70,28 @@ func treeBytes(root string) int64 {
 }
 
 // BenchmarkImageImport: `strata image import` of a ~1 GiB tree into a
-// 3+6 in-process cluster, then a re-import of the same content under a new
-// tag (dedup: only metadata is written).
+// 3+6 in-process cluster: from the directory (all data new), from the
+// directory again under a new tag (chunk dedup: no data written, every
+// file's metadata), from a tarball of it (chunk dedup again), and from
+// the same tarball again (same digest: the tree is cloned).
 func BenchmarkImageImport(b *testing.B) {
 	tree := benchTree(b)
 	size := treeBytes(tree)
+	tarball := filepath.Join(b.TempDir(), "tree.tar")
+	if out, err := exec.Command("tar", "-C", tree, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		b.Fatalf("tar: %v: %s", err, out)
+	}
 	c := testcluster.New(b, testcluster.Options{Meta: 3, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	b.Setenv("STRATA_LOG_LEVEL", "error")
 	for n := 0; n < b.N; n++ {
-		for _, tag := range []string{"first", "again"} {
+		for _, step := range []struct{ tag, src string }{{"dir-first", tree}, {"dir-again", tree}, {"tar-dedup", tarball}, {"tar-same-digest", tarball}} {
 			start := time.Now()
-			if code := run(context.Background(), []string{"image", "import", "--meta", meta, fmt.Sprintf("bench%d:%s", n, tag), tree}, io.Discard, os.Stderr); code != 0 {
+			args := []string{"image", "import", "--meta", meta, "--workers", envOr("STRATA_BENCH_WORKERS", "0"), fmt.Sprintf("bench%d:%s", n, step.tag), step.src}
+			if code := run(context.Background(), args, io.Discard, os.Stderr); code != 0 {
 				b.Fatalf("import: exit %d", code)
 			}
-			mbs := float64(size) / time.Since(start).Seconds() / 1e6
-			b.ReportMetric(mbs, tag+"-MB/s")
+			b.ReportMetric(float64(size)/time.Since(start).Seconds()/1e6, step.tag+"-MB/s")
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-hpc/strata/internal/testcluster"
 )
 
@@ -19,7 +21,7 @@ import (
 func smallRootfs(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "rootfs")
-	for _, prog := range []string{"/bin/sh", "/bin/ls", "/bin/cat", "/bin/rm", "/bin/mkdir"} {
+	for _, prog := range []string{"/bin/sh", "/bin/ls", "/bin/cat", "/bin/rm", "/bin/mkdir", "/usr/bin/id"} {
 		files := []string{prog}
 		out, err := exec.Command("ldd", prog).Output()
 		if err != nil {
@@ -45,6 +47,19 @@ func smallRootfs(t *testing.T) string {
 		}
 	}
 	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	// A setuid-root copy of id: an image's su, passwd and mount need
+	// setuid to work through the mount.
+	b, _ := os.ReadFile(filepath.Join(root, "usr/bin/id"))
+	if err := os.WriteFile(filepath.Join(root, "usr/bin/suid-id"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(filepath.Join(root, "usr/bin/suid-id"), 0o4755); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(root, "dev"), 0o755)
+	if err := unix.Mknod(filepath.Join(root, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(root, "etc/os-release"), []byte("PRETTY_NAME=\"Strata test image\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +80,7 @@ func runOK(t *testing.T, args ...string) string {
 // startImageMount runs `strata mount --image` in the background and
 // returns once the overlay is mounted; stop unmounts (by interrupt) and
 // waits for the command to end.
-func startImageMount(t *testing.T, meta, image, overlay string) (mp string, stop func()) {
+func startImageMount(t *testing.T, meta, image, overlay string, extra ...string) (mp string, stop func()) {
 	t.Helper()
 	base, err := os.MkdirTemp("", "strata-image-")
 	if err != nil {
@@ -78,7 +93,8 @@ func startImageMount(t *testing.T, meta, image, overlay string) (mp string, stop
 	exited := make(chan int, 1)
 	var errb bytes.Buffer
 	go func() {
-		exited <- run(ctx, []string{"mount", "--meta", meta, "--cache-dir", t.TempDir(), "--image", image, "--overlay", overlay, mp}, io.Discard, &errb)
+		args := append([]string{"mount", "--meta", meta, "--cache-dir", t.TempDir(), "--image", image, "--overlay", overlay}, extra...)
+		exited <- run(ctx, append(args, mp), io.Discard, &errb)
 	}()
 	stopped := false
 	stop = func() {
@@ -150,9 +166,12 @@ func TestImageImportMountChroot(t *testing.T) {
 
 	overlay := t.TempDir()
 	mp, stop := startImageMount(t, meta, "small:1", overlay)
-	got := chroot(t, mp, "ls /; cat /etc/os-release")
-	if !strings.Contains(got, "etc") || !strings.Contains(got, "Strata test image") {
+	got := chroot(t, mp, "ls /; cat /etc/os-release; echo discarded > /dev/null && echo dev-null-works")
+	if !strings.Contains(got, "etc") || !strings.Contains(got, "Strata test image") || !strings.Contains(got, "dev-null-works") || strings.Contains(got, "discarded") {
 		t.Errorf("chroot output: %q", got)
+	}
+	if out, err := exec.Command("chroot", "--userspec=65534:65534", mp, "/usr/bin/suid-id", "-u").CombinedOutput(); err != nil || string(out) != "0\n" {
+		t.Errorf("setuid program run as nobody: euid %q, %v (want 0)", out, err)
 	}
 	chroot(t, mp, "echo installed > /etc/motd; rm /etc/os-release; echo new > /etc/os-release")
 	stop()
@@ -232,8 +251,16 @@ func TestOverlayPushPullMounted(t *testing.T) {
 	restored := t.TempDir()
 	runOK(t, "overlay", "pull", "--meta", meta, "--node", "n1", "cluster", restored)
 	mp, stop = startImageMount(t, meta, "base:1", restored)
-	if got := chroot(t, mp, "cat /greeting; ls /etc; ls /bin"); got != "hello\nonly\ncat\nls\nrm\nsh\n" {
+	const want = "hello\nonly\ncat\nls\nrm\nsh\n"
+	if got := chroot(t, mp, "cat /greeting; ls /etc; ls /bin"); got != want {
 		t.Errorf("mount with the pulled overlay: %q", got)
+	}
+	stop()
+	// A node's next activation: mount pulls its sub-overlay into a new
+	// directory by itself.
+	mp, stop = startImageMount(t, meta, "base:1", filepath.Join(t.TempDir(), "ov"), "--pull", "cluster", "--node", "n1")
+	if got := chroot(t, mp, "cat /greeting; ls /etc; ls /bin"); got != want {
+		t.Errorf("mount --pull: %q", got)
 	}
 	stop()
 	// Pulling into a directory in use is refused.

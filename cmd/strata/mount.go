@@ -35,11 +35,16 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cacheSize := fs.Int64("cache-size", client.DefaultCacheBytes, "bytes the chunk cache may use")
 	image := fs.String("image", envDefault("image", ""), "mount this image (NAME:TAG) read-only, with --overlay as its writable upper layer")
 	overlay := fs.String("overlay", envDefault("overlay", ""), "with --image: local directory of the overlay (upper layer on this node's disk; made if missing, kept across mounts)")
+	pull := fs.String("pull", envDefault("pull", ""), "with --image: on first use of --overlay on this node, fill it from this saved overlay (strata overlay pull)")
+	node := fs.String("node", envDefault("node", ""), "with --pull: this node's sub-overlay")
 	if err := parse(fs, args, 1, 1, "mount [flags] MOUNTPOINT\n       strata mount [flags] --image NAME:TAG --overlay DIR MOUNTPOINT"); err != nil {
 		return err
 	}
 	if (*image == "") != (*overlay == "") {
 		return usageErr("--image and --overlay go together")
+	}
+	if *pull == "" && *node != "" || *pull != "" && *image == "" {
+		return usageErr("--pull goes with --image, and --node with --pull")
 	}
 	if *cacheSize < 0 {
 		return usageErr("--cache-size must not be negative")
@@ -55,7 +60,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log, _ := newLogger(stderr, *cf.level)
 	o.Logger = log
 	if *image != "" {
-		return mountImage(ctx, c, *image, *overlay, fs.Arg(0), o, stdout, log)
+		return mountImage(ctx, c, imageMount{image: *image, dir: *overlay, mp: fs.Arg(0), pull: *pull, node: *node}, o, stdout, log)
 	}
 	m, err := fuse.Mount(ctx, c, fs.Arg(0), o)
 	if err != nil {

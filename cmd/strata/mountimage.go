@@ -12,18 +12,29 @@ import (
 	"github.com/strata-hpc/strata/imagestore"
 )
 
-// mountImage mounts image name at mp with the overlay in dir and serves it
+// imageMount is what `strata mount --image` was asked for.
+type imageMount struct {
+	image, dir, mp string
+	pull, node     string // saved overlay to fill a new dir from
+}
+
+// mountImage mounts the image at mp with the overlay in dir and serves it
 // until ctx ends (SIGINT/SIGTERM) or the mount goes away, then takes down
 // the overlay and the image mount.
-func mountImage(ctx context.Context, c *client.Client, name, dir, mp string, o fuse.Options, stdout io.Writer, log *slog.Logger) error {
-	ref, err := imagestore.ParseRef(name)
+func mountImage(ctx context.Context, c *client.Client, req imageMount, o fuse.Options, stdout io.Writer, log *slog.Logger) error {
+	ref, err := imagestore.ParseRef(req.image)
 	if err != nil {
 		return usageErr("--image: %v", err)
 	}
-	root, err := imagestore.New(c, log).Resolve(ctx, ref)
+	store := imagestore.New(c, log)
+	root, err := store.Resolve(ctx, ref)
 	if err != nil {
 		return err
 	}
+	if err := pullOnFirstUse(ctx, store, req, stdout); err != nil {
+		return err
+	}
+	dir, mp := req.dir, req.mp
 	o.AttrTimeout, o.EntryTimeout = 0, 0 // the image defaults: it never changes
 	im, err := fuse.MountImage(ctx, c, mp, fuse.ImageOptions{RootIno: root.GetIno(), OverlayDir: dir, FUSE: o})
 	if err != nil {
@@ -40,6 +51,25 @@ func mountImage(ctx context.Context, c *client.Client, name, dir, mp string, o f
 		return nil
 	case <-ctx.Done():
 	}
+	return unmountImage(im, done, log)
+}
+
+// pullOnFirstUse fills an overlay directory that this node never used
+// (no upper layer, no push state) from the saved overlay req.pull, so that
+// a node comes back with its own changes on its next activation.
+func pullOnFirstUse(ctx context.Context, store *imagestore.Store, req imageMount, stdout io.Writer) error {
+	if req.pull == "" || imagestore.OverlayDirUsed(req.dir) {
+		return nil
+	}
+	res, err := store.Pull(ctx, req.pull, req.node, req.dir, imagestore.PullOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "filled %s from overlay %s: %d entries\n", req.dir, req.pull, res.Entries)
+	return nil
+}
+
+func unmountImage(im *fuse.ImageMount, done <-chan struct{}, log *slog.Logger) error {
 	for try := 0; ; try++ {
 		err := im.Unmount()
 		if err == nil {
