@@ -54,7 +54,9 @@ func TestHealLeaderKilledMidRepair(t *testing.T) {
 // afterwards no chunk places a shard on it, its disk holds no shard file,
 // it can be removed, and every file reads back.
 func TestHealDrainWhileWriting(t *testing.T) {
-	e := newHealEnv(t, testcluster.Options{Data: 8})
+	// The audit runs too: a put that hit a slow server before the drain
+	// may have left an unreferenced shard file there.
+	e := newHealEnv(t, testcluster.Options{Data: 8, AuditInterval: time.Second, OrphanGrace: 2 * time.Second})
 	e.write("d", 24<<20, 2<<20)
 	id := e.dataID(0)
 	var mu sync.Mutex
@@ -188,7 +190,10 @@ func TestHealOrphansAndMissing(t *testing.T) {
 // copies are garbage collected.
 func TestHealReturnBeforeAndAfterDelay(t *testing.T) {
 	const delay = 10 * time.Second
-	e := newHealEnv(t, testcluster.Options{Data: 8, RepairDelay: delay})
+	// The audit also runs: a put that hit a slow server may have left an
+	// unreferenced shard file there (the write went to a spare), which
+	// only the audit removes.
+	e := newHealEnv(t, testcluster.Options{Data: 8, RepairDelay: delay, AuditInterval: time.Second, OrphanGrace: 2 * time.Second})
 	noRebalance := 0.99 // only repair may move shards here
 	if _, err := e.c.SetRepairConfig(hctx(t), client.RepairSettings{BalanceMargin: &noRebalance}); err != nil {
 		t.Fatal(err)
