@@ -66,11 +66,23 @@ func (s *state) shardRefs() shardRefs {
 			}
 		}
 	}
-	// Garbage is referenced too: the garbage collector deletes it, with
-	// its own grace.
+	return out
+}
+
+// garbageRefs is where garbage shards are (or were, if already deleted):
+// never orphans (the garbage collector deletes them, after its own grace),
+// never missing.
+func (s *state) garbageRefs() shardRefs {
+	out := shardRefs{}
 	for _, g := range s.garbage {
 		for i, id := range g.servers {
-			add(id, shardRef{g.id, uint32(i)})
+			if id == 0 {
+				continue
+			}
+			if out[id] == nil {
+				out[id] = map[shardRef]bool{}
+			}
+			out[id][shardRef{g.id, uint32(i)}] = true
 		}
 	}
 	return out
@@ -78,11 +90,11 @@ func (s *state) shardRefs() shardRefs {
 
 // auditOnce audits every live dataserver once.
 func (s *Server) auditOnce(ctx context.Context) error {
-	var before shardRefs
+	var before, garbageBefore shardRefs
 	addrs := map[uint32]string{}
 	alive := s.aliveSet(time.Now())
 	_ = s.fsm.read(func(st *state) error {
-		before = st.shardRefs()
+		before, garbageBefore = st.shardRefs(), st.garbageRefs()
 		for id, ds := range st.servers {
 			if alive[id] && !st.heal.lost[id] {
 				addrs[id] = ds.addr
@@ -100,21 +112,36 @@ func (s *Server) auditOnce(ctx context.Context) error {
 		listed[id] = l
 	}
 	// Whatever was committed while the servers were listed is in after.
-	var after shardRefs
-	_ = s.fsm.read(func(st *state) error { after = st.shardRefs(); return nil })
+	var after, garbage shardRefs
+	_ = s.fsm.read(func(st *state) error {
+		after, garbage = st.shardRefs(), st.garbageRefs()
+		return nil
+	})
+
 	cutoff := time.Now().Add(-s.cfg.OrphanGrace).UnixNano()
 	for id, shards := range listed {
-		s.auditServer(ctx, id, addrs[id], shards, before[id], after[id], cutoff)
+		s.auditServer(ctx, id, addrs[id], shards, before[id], after[id], union(garbageBefore[id], garbage[id]), cutoff)
 	}
 	return nil
 }
 
-func (s *Server) auditServer(ctx context.Context, id uint32, addr string, shards []*stratapb.ListedShard, before, after map[shardRef]bool, cutoff int64) {
+func union(a, b map[shardRef]bool) map[shardRef]bool {
+	out := make(map[shardRef]bool, len(a)+len(b))
+	for r := range a {
+		out[r] = true
+	}
+	for r := range b {
+		out[r] = true
+	}
+	return out
+}
+
+func (s *Server) auditServer(ctx context.Context, id uint32, addr string, shards []*stratapb.ListedShard, before, after, garbage map[shardRef]bool, cutoff int64) {
 	have := make(map[shardRef]bool, len(shards))
 	for _, sh := range shards {
 		r := shardRef{sh.ChunkId, sh.Index}
 		have[r] = true
-		if before[r] || after[r] || sh.MtimeNs > cutoff {
+		if before[r] || after[r] || garbage[r] || sh.MtimeNs > cutoff {
 			continue
 		}
 		s.log.Info("audit: deleting orphan shard", "server", id, "chunk", r.chunk, "shard", r.index)
@@ -122,8 +149,8 @@ func (s *Server) auditServer(ctx context.Context, id uint32, addr string, shards
 		s.audit.orphansDeleted.Add(1)
 	}
 	for r := range before {
-		if have[r] || !after[r] {
-			continue // present, or no longer placed there
+		if have[r] || !after[r] || garbage[r] {
+			continue // present, no longer placed there, or garbage
 		}
 		s.audit.missingFound.Add(1)
 		s.log.Warn("audit: shard missing on its server", "server", id, "chunk", r.chunk, "shard", r.index)

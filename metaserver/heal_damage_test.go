@@ -21,7 +21,7 @@ func TestHealScrubFindsDamage(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	e := newHealEnv(t, testcluster.Options{Data: 8, ScrubRate: 256 << 20, ScrubInterval: 500 * time.Millisecond})
+	e := newHealEnv(t, testcluster.Options{Data: 8, ScrubRate: 4 << 20, ScrubInterval: time.Second})
 	e.write("s", 48<<20, 2<<20)
 
 	files := e.shardFiles()

@@ -82,8 +82,10 @@ func (r *repairer) round(ctx context.Context) bool {
 	_ = r.s.fsm.read(func(st *state) error {
 		sr = st.scan(alive, time.Now())
 		cfg = st.heal.cfg
-		if len(sr.tasks) == 0 {
-			sr.tasks = st.planRebalance(sr, alive, cfg.margin, 4*int(cfg.concurrency))
+		// Rebalance plans from placed bytes that in-flight moves have not
+		// changed yet: planning again before they land would overshoot.
+		if len(sr.tasks) == 0 && r.inFlight() == 0 {
+			sr.tasks = st.planRebalance(sr, alive, cfg.margin, int(cfg.concurrency))
 		}
 		return nil
 	})
