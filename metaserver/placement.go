@@ -153,12 +153,19 @@ func spreadDomains(cands []candidate, width int) []candidate {
 // placeAllocations fills in where each newly reserved chunk goes.
 func (s *Server) placeAllocations(resp *stratapb.AllocateChunksResponse, pol policy, sizes []uint32) error {
 	return s.fsm.read(func(st *state) error {
-		cands, alive := s.writable(st, time.Now())
+		now := time.Now()
+		cands, alive := s.writable(st, now)
+		unheard := s.unheard(st, now)
 		resp.ServerAddrs = make(map[uint32]string)
 		for i, a := range resp.Allocations {
 			a.Scheme, a.DataShards, a.ParityShards = stratapb.Scheme_ERASURE, uint32(pol.k), uint32(pol.m)
 			if i < len(sizes) && sizes[i] < pol.small {
 				a.Scheme, a.DataShards = stratapb.Scheme_REPLICATED, 1
+			}
+			if width := int(a.DataShards + a.ParityShards); unheard > 0 && len(cands) < width {
+				// Not a degraded write on a hunch: a new leader that has
+				// not heard every server yet lets the client retry.
+				return fmt.Errorf("%w: new leader has heard %d dataservers, %d more may be alive", ErrNotEnoughServers, alive, unheard)
 			}
 			var err error
 			a.Servers, a.Spares, err = place(cands, alive, int(a.DataShards+a.ParityShards), int(a.DataShards))
@@ -203,4 +210,23 @@ func (d *dataConns) close() {
 		cc.Close()
 		delete(d.conns, a)
 	}
+}
+
+// unheard counts the registered, not lost, dataservers that a leader
+// younger than the heartbeat grace has not heard from yet: they may well
+// be alive (their heartbeats went to the old leader). Placement waits for
+// them rather than writing a stripe degraded that could be written whole a
+// moment later (found by TestClusterDegradedRead: a leader change just
+// before the writes left a shard unplaced, and two failures then lost it).
+func (s *Server) unheard(st *state, now time.Time) int {
+	if now.Sub(time.Unix(0, s.leaderFrom.Load())) > s.cfg.DataServerGrace {
+		return 0
+	}
+	n := 0
+	for id := range st.servers {
+		if _, heard := s.live.get(id); !heard && !st.heal.lost[id] {
+			n++
+		}
+	}
+	return n
 }
