@@ -65,6 +65,9 @@ func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer c.Close()
+	// Progress counts only from a scan that started after the drain did:
+	// an older one knows nothing of it and would report nothing left.
+	start := time.Now()
 	if err := c.Drain(ctx, id, *cancel); err != nil {
 		return err
 	}
@@ -89,7 +92,8 @@ func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		first = max(first, d.RemainingShards)
 		fmt.Fprintf(stdout, "%s %d shards left to move, %d shard files on its disks\n",
 			progressBar(first-d.RemainingShards, first, 30), d.RemainingShards, d.StoredShards)
-		if d.RemainingShards == 0 && d.StoredShards == 0 && st.ScanAgeMs < 5000 {
+		fresh := time.Since(start) > time.Duration(st.ScanAgeMs)*time.Millisecond
+		if d.RemainingShards == 0 && d.StoredShards == 0 && fresh {
 			fmt.Fprintf(stdout, "dataserver %d holds nothing; remove it with: strata data remove %d\n", id, id)
 			return nil
 		}
