@@ -49,11 +49,19 @@ func TestDevRestartFindsData(t *testing.T) {
 	if !bytes.Equal(out.Bytes(), data) {
 		t.Fatalf("after restart: %d bytes, want %d identical", out.Len(), len(data))
 	}
+	// Through the service IP alone, which the leader serves on. A leader
+	// elected moments ago has not heard every heartbeat yet (each
+	// dataserver finds a new leader within a second or two): wait for it.
 	var st bytes.Buffer
-	// Through the service IP alone, which the leader serves on.
-	run(context.Background(), []string{"status", "--meta", devServiceIP + ":61400"}, &st, os.Stderr)
-	if !strings.Contains(st.String(), "6 of 6 dataservers up") {
-		t.Fatalf("status after restart:\n%s", st.String())
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		st.Reset()
+		run(context.Background(), []string{"status", "--meta", devServiceIP + ":61400"}, &st, os.Stderr)
+		if strings.Contains(st.String(), "6 of 6 dataservers up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status 30 s after restart:\n%s", st.String())
+		}
 	}
 }
 
