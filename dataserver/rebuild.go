@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/reedsolomon"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -101,19 +99,25 @@ func (r *repairService) ListShards(ctx context.Context, _ *stratapb.ListShardsRe
 
 // RebuildShard fetches k surviving shards of the stripe from their servers,
 // decodes the missing one, checks the chunk's end-to-end CRC when it has
-// one, and stores the shard here.
+// one, and stores the shard here. A source that makes the CRC fail is
+// reported bad, as the scrubber would.
 func (r *repairService) RebuildShard(ctx context.Context, req *stratapb.RebuildShardRequest) (*stratapb.RebuildShardResponse, error) {
 	ch := req.GetChunk()
 	if err := checkRebuild(ch, req.GetIndex()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	shards, err := r.fetch(ctx, ch, req.GetIndex(), req.GetSources())
-	if err != nil {
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	data, suspect, err := newRebuildJob(r, ch, int(req.GetIndex()), req.GetSources()).run(fctx)
+	var fe fetchError
+	switch {
+	case errors.As(err, &fe):
 		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	data, err := decodeShard(ch, shards, int(req.GetIndex()))
-	if err != nil {
+	case err != nil:
 		return nil, status.Error(codes.DataLoss, err.Error())
+	}
+	if suspect >= 0 {
+		r.reportSource(ctx, ch, suspect)
 	}
 	k := Key{ChunkID: ch.GetId(), Index: req.GetIndex()}
 	if err := r.srv.store.Put(ctx, k, data, crc32c.Checksum(data)); err != nil {
@@ -122,6 +126,26 @@ func (r *repairService) RebuildShard(ctx context.Context, req *stratapb.RebuildS
 	r.srv.metrics.heal.rebuilt.Add(1)
 	r.srv.metrics.heal.rebuiltBytes.Add(uint64(len(data)))
 	return &stratapb.RebuildShardResponse{Bytes: uint64(len(data))}, nil
+}
+
+// reportSource tells the metadata service that shard index of ch, on the
+// server the chunk places it, made a rebuild fail its CRC: it is wrong
+// although its block CRCs hold, and must be rebuilt too.
+func (r *repairService) reportSource(ctx context.Context, ch *stratapb.Chunk, index int) {
+	srv := r.srv
+	id := ch.GetServers()[index]
+	reason := fmt.Sprintf("rebuild: shard makes chunk %d fail its end-to-end CRC; another subset of sources verifies", ch.GetId())
+	srv.log.Warn("rebuild: wrong source shard", "chunk", ch.GetId(), "shard", index, "server", id)
+	if srv.meta == nil || srv.ID() == 0 {
+		return
+	}
+	req := &stratapb.ReportBadShardRequest{ChunkId: ch.GetId(), ShardIndex: uint32(index), ServerId: id, Reason: reason}
+	if err := srv.callMeta(ctx, func(ctx context.Context, mc stratapb.MetaClient) error {
+		_, err := mc.ReportBadShard(ctx, req)
+		return err
+	}); err != nil {
+		srv.log.Warn("rebuild: report wrong source shard", "chunk", ch.GetId(), "shard", index, "err", err)
+	}
 }
 
 func checkRebuild(ch *stratapb.Chunk, index uint32) error {
@@ -141,47 +165,6 @@ func checkRebuild(ch *stratapb.Chunk, index uint32) error {
 	return nil
 }
 
-// fetch reads whole shards from the sources, in parallel, until k have
-// arrived (a replicated chunk needs one). Shards that fail are skipped.
-func (r *repairService) fetch(ctx context.Context, ch *stratapb.Chunk, index uint32, sources map[uint32]string) ([][]byte, error) {
-	need := int(ch.GetDataShards())
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	type got struct {
-		i    int
-		data []byte
-		err  error
-	}
-	results := make(chan got, len(ch.GetServers()))
-	started := 0
-	for i, id := range ch.GetServers() {
-		addr, ok := sources[id]
-		if i == int(index) || id == 0 || !ok {
-			continue
-		}
-		started++
-		go func() {
-			data, err := r.readPeer(ctx, addr, ch.GetId(), uint32(i), ch.GetShardSize())
-			results <- got{i, data, err}
-		}()
-	}
-	shards := make([][]byte, len(ch.GetServers()))
-	have := 0
-	var errs []error
-	for range started {
-		g := <-results
-		if g.err != nil {
-			errs = append(errs, fmt.Errorf("shard %d: %w", g.i, g.err))
-			continue
-		}
-		shards[g.i] = g.data
-		if have++; have == need {
-			return shards, nil
-		}
-	}
-	return nil, fmt.Errorf("rebuild chunk %d: %d of %d shards readable: %w", ch.GetId(), have, need, errors.Join(errs...))
-}
-
 func (r *repairService) readPeer(ctx context.Context, addr string, chunk uint64, index, size uint32) ([]byte, error) {
 	dc, err := r.peers.get(addr)
 	if err != nil {
@@ -195,53 +178,4 @@ func (r *repairService) readPeer(ctx context.Context, addr string, chunk uint64,
 		return nil, fmt.Errorf("%s holds %d bytes, want %d", addr, len(resp.GetData()), size)
 	}
 	return resp.GetData(), nil
-}
-
-// decodeShard computes shard index from the fetched ones and verifies the
-// chunk CRC when the metadata has one that covers the whole chunk.
-func decodeShard(ch *stratapb.Chunk, shards [][]byte, index int) ([]byte, error) {
-	k, m := int(ch.GetDataShards()), int(ch.GetParityShards())
-	size, shardSize := int(ch.GetSize()), int(ch.GetShardSize())
-	if ch.GetScheme() == stratapb.Scheme_REPLICATED {
-		for _, s := range shards {
-			if s != nil {
-				if err := verifyChunk(ch, s[:min(size, len(s))], size == shardSize); err != nil {
-					return nil, err
-				}
-				return slices.Clone(s), nil
-			}
-		}
-		return nil, errors.New("no replica fetched")
-	}
-	enc, err := reedsolomon.New(k, max(m, 1))
-	if err != nil {
-		return nil, fmt.Errorf("rebuild: codec %d+%d: %w", k, m, err)
-	}
-	if m == 0 {
-		return nil, errors.New("rebuild: a stripe without parity cannot be rebuilt")
-	}
-	if err := enc.Reconstruct(shards); err != nil {
-		return nil, fmt.Errorf("rebuild chunk %d: decode: %w", ch.GetId(), err)
-	}
-	whole := make([]byte, 0, k*shardSize)
-	for _, s := range shards[:k] {
-		whole = append(whole, s...)
-	}
-	verifiable := size > 0 && shardSize == (size+k-1)/k
-	if err := verifyChunk(ch, whole[:min(size, len(whole))], verifiable); err != nil {
-		return nil, err
-	}
-	return shards[index], nil
-}
-
-// verifyChunk checks the end-to-end CRC: a wrong but self-consistent
-// source shard must not be spread further.
-func verifyChunk(ch *stratapb.Chunk, data []byte, verifiable bool) error {
-	if !verifiable || ch.GetCrc32C() == 0 {
-		return nil
-	}
-	if got := crc32c.Checksum(data); got != ch.GetCrc32C() {
-		return fmt.Errorf("rebuild chunk %d: decoded data has CRC %08x, metadata says %08x", ch.GetId(), got, ch.GetCrc32C())
-	}
-	return nil
 }

@@ -31,7 +31,7 @@ import (
 
 // healEnv is one test's cluster, client and the files that must read back.
 type healEnv struct {
-	t     *testing.T
+	t     testing.TB
 	cl    *testcluster.Cluster
 	c     *client.Client
 	files map[string][]byte
