@@ -70,3 +70,14 @@ func (s *Server) loadOne(ctx context.Context, dir uint64, f int) error {
 	}}}})
 	return err
 }
+
+// DropHeartbeats makes this server ignore (or again hear) the heartbeats
+// of dataserver id, as if they were lost on the way.
+func (s *Server) DropHeartbeats(id uint32, drop bool) {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	if s.live.deaf == nil {
+		s.live.deaf = map[uint32]bool{}
+	}
+	s.live.deaf[id] = drop
+}

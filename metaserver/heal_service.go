@@ -119,7 +119,7 @@ func (s *Server) repairStatus() *stratapb.RepairStatusResponse {
 			out.RebalanceShards++
 		}
 	}
-	out.QueueShards, out.QueueBytes = sr.queue()
+	out.QueueShards, out.QueueBytes = s.repair.queued(sr)
 	for _, d := range out.Drains {
 		d.RemainingShards, d.RemainingBytes, d.StoredShards = sr.drainLeft[d.ServerId], sr.drainLeftByte[d.ServerId], heartbeats[d.ServerId]
 	}

@@ -2,7 +2,11 @@ package metaserver
 
 import (
 	"context"
+	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -43,8 +47,13 @@ func (s *Server) watchDataServers(ctx context.Context) {
 func (s *Server) livenessChanges(now time.Time) []*stratapb.MarkLostCommand {
 	since := time.Unix(0, s.leaderFrom.Load())
 	var out []*stratapb.MarkLostCommand
+	silent := map[uint32]string{} // candidates for lost -> address to probe
 	_ = s.fsm.read(func(st *state) error {
-		for id := range st.servers {
+		byAddr := map[string]int{}
+		for _, ds := range st.servers {
+			byAddr[ds.addr]++
+		}
+		for id, ds := range st.servers {
 			h, heard := s.live.get(id)
 			last := since
 			if heard && h.last.After(last) {
@@ -52,7 +61,11 @@ func (s *Server) livenessChanges(now time.Time) []*stratapb.MarkLostCommand {
 			}
 			lost := st.heal.lost[id]
 			switch {
+			case !lost && now.Sub(last) > s.cfg.RepairDelay && byAddr[ds.addr] == 1:
+				silent[id] = ds.addr
 			case !lost && now.Sub(last) > s.cfg.RepairDelay:
+				// Another identity registered at its address (a replaced
+				// disk): whatever answers there is not this server.
 				out = append(out, &stratapb.MarkLostCommand{ServerId: id, Lost: true})
 			case lost && heard && now.Sub(h.last) <= s.cfg.DataServerGrace:
 				out = append(out, &stratapb.MarkLostCommand{ServerId: id, Lost: false})
@@ -60,5 +73,51 @@ func (s *Server) livenessChanges(now time.Time) []*stratapb.MarkLostCommand {
 		}
 		return nil
 	})
+	for id, answers := range s.probeSilent(silent) {
+		if answers {
+			// Its heartbeats are late (a starved process, a slow leader
+			// change, a one-way network fault) but it serves data: a rebuild
+			// of everything it holds would be wasted work, and its shards
+			// would then be garbage. Count the answer as a heartbeat.
+			s.log.Warn("dataserver silent past the repair delay but answers: not lost", "server", id)
+			s.live.touch(id, now)
+			continue
+		}
+		out = append(out, &stratapb.MarkLostCommand{ServerId: id, Lost: true})
+	}
 	return out
+}
+
+// probeSilent asks each silent server, in parallel, whether it answers at
+// its address at all. Any answer from its gRPC service counts (even an
+// error about the request); a transport failure or a timeout does not.
+func (s *Server) probeSilent(addrs map[uint32]string) map[uint32]bool {
+	out := make(map[uint32]bool, len(addrs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for id, addr := range addrs {
+		wg.Go(func() {
+			ok := s.answers(addr)
+			mu.Lock()
+			out[id] = ok
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func (s *Server) answers(addr string) bool {
+	cc, err := s.dconns.get(addr)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, s.cfg.DataServerGrace))
+	defer cancel()
+	_, err = stratapb.NewDataClient(cc).StatShard(ctx, &stratapb.StatShardRequest{Key: &stratapb.ShardKey{}})
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return false
+	}
+	return true
 }

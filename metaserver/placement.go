@@ -19,6 +19,7 @@ import (
 type liveness struct {
 	mu      sync.Mutex
 	servers map[uint32]*dsHealth
+	deaf    map[uint32]bool // tests: heartbeats from these are dropped
 }
 
 type dsHealth struct {
@@ -33,7 +34,22 @@ func newLiveness() *liveness { return &liveness{servers: make(map[uint32]*dsHeal
 func (l *liveness) beat(r *stratapb.HeartbeatRequest, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.deaf[r.Id] {
+		return
+	}
 	l.servers[r.Id] = &dsHealth{last: now, capacity: r.CapacityBytes, used: r.UsedBytes, free: r.FreeBytes, shards: r.ShardCount, readOnly: r.ReadOnly}
+}
+
+// touch records that server id answered (a probe), keeping what its last
+// heartbeat said about its disks.
+func (l *liveness) touch(id uint32, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h, ok := l.servers[id]; ok {
+		h.last = now
+		return
+	}
+	l.servers[id] = &dsHealth{last: now}
 }
 
 func (l *liveness) forget(id uint32) {

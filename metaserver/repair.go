@@ -3,6 +3,7 @@ package metaserver
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -15,23 +16,39 @@ import (
 // repairer is the leader's repair scheduler. Its state is soft: what must
 // survive a leader change (lost and draining servers, the throttle, where
 // every shard is) is in the FSM; a new leader rescans and resumes.
+//
+// A scan walks every chunk; its tasks are then dispatched as slots free
+// up, without scanning again for each one (a finished task starts the next
+// at once, where a rescan per completion left every slot idle for the
+// scan and a pause). The list is refreshed by a new scan every second
+// while busy, and at once when it runs dry.
 type repairer struct {
 	s      *Server
 	bucket *tokenBucket
 
 	mu       sync.Mutex
 	last     *scanResult
+	finished map[shardRef]bool // tasks of the last scan done since
 	inflight map[shardRef]bool
 	backoff  map[shardRef]time.Time // failed tasks wait until then
 	done     chan struct{}          // a task finished
+
+	// Owned by the run goroutine.
+	pending   []repairTask // tasks of the last scan not started yet
+	scannedAt time.Time
 
 	repairedShards, repairedBytes atomic.Uint64
 	failed                        atomic.Uint64
 	rate                          rateMeter
 }
 
+// rescanEvery bounds how stale the dispatched task list may get while
+// busy: newly degraded stripes (a second server lost) get in line by then.
+const rescanEvery = time.Second
+
 func newRepairer(s *Server) *repairer {
-	return &repairer{s: s, bucket: newTokenBucket(), inflight: map[shardRef]bool{}, backoff: map[shardRef]time.Time{}, done: make(chan struct{}, 1)}
+	return &repairer{s: s, bucket: newTokenBucket(), finished: map[shardRef]bool{}, inflight: map[shardRef]bool{},
+		backoff: map[shardRef]time.Time{}, done: make(chan struct{}, 1)}
 }
 
 // run scans and dispatches while this server leads.
@@ -44,12 +61,16 @@ func (r *repairer) run(ctx context.Context) {
 			}
 		} else {
 			r.setLast(nil)
+			r.pending = nil
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.done:
 		case <-time.After(wait):
+		}
+		if len(r.pending) > 0 {
+			continue // more to start: no rescan needed
 		}
 		// A short pause so that a burst of finished tasks costs one scan.
 		select {
@@ -63,6 +84,7 @@ func (r *repairer) run(ctx context.Context) {
 func (r *repairer) setLast(sr *scanResult) {
 	r.mu.Lock()
 	r.last = sr
+	clear(r.finished)
 	r.mu.Unlock()
 }
 
@@ -73,44 +95,97 @@ func (r *repairer) lastScan() *scanResult {
 	return r.last
 }
 
-// round scans once and starts what the throttle allows; it reports whether
-// work is left, so that the next round comes soon.
+// queued counts the shards and bytes of the last scan's tasks that have
+// not finished since.
+func (r *repairer) queued(sr *scanResult) (shards, bytes uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range sr.tasks {
+		if !r.finished[t.ref()] {
+			shards++
+			bytes += t.bytes
+		}
+	}
+	return shards, bytes
+}
+
+// round scans when the task list is empty or stale, then starts what the
+// throttle allows; it reports whether work is left, so that the next
+// round comes soon.
 func (r *repairer) round(ctx context.Context) bool {
+	var cfg repairConfig
+	_ = r.s.fsm.read(func(st *state) error { cfg = st.heal.cfg; return nil })
+	if len(r.pending) == 0 || time.Since(r.scannedAt) > rescanEvery {
+		r.scan()
+	}
+	if cfg.paused || len(r.pending) == 0 {
+		return false
+	}
+	r.bucket.setRate(cfg.rate)
+	return r.dispatch(ctx, int(cfg.concurrency))
+}
+
+// scan classifies every chunk and replaces the task list.
+func (r *repairer) scan() {
 	alive := r.s.aliveSet(time.Now())
 	var sr *scanResult
-	var cfg repairConfig
 	_ = r.s.fsm.read(func(st *state) error {
 		sr = st.scan(alive, time.Now())
-		cfg = st.heal.cfg
 		// Rebalance plans from placed bytes that in-flight moves have not
 		// changed yet: planning again before they land would overshoot.
 		if len(sr.tasks) == 0 && r.inFlight() == 0 {
-			sr.tasks = st.planRebalance(sr, alive, cfg.margin, int(cfg.concurrency))
+			sr.tasks = st.planRebalance(sr, alive, st.heal.cfg.margin, int(st.heal.cfg.concurrency))
 		}
 		return nil
 	})
 	r.setLast(sr)
-	if cfg.paused || len(sr.tasks) == 0 {
-		return false
-	}
-	r.bucket.setRate(cfg.rate)
-	for _, t := range sr.tasks {
-		if ctx.Err() != nil || !r.s.IsLeader() {
+	r.pending = slices.Clone(sr.tasks)
+	r.scannedAt = time.Now()
+}
+
+// dispatch starts pending tasks, most endangered first, while slots and
+// the bandwidth limit allow; tasks it cannot start yet stay pending.
+func (r *repairer) dispatch(ctx context.Context, conc int) bool {
+	sr := r.lastScan()
+	rest := r.pending[:0:0]
+	for i, t := range r.pending {
+		if ctx.Err() != nil || !r.s.IsLeader() || r.inFlight() >= conc {
+			r.pending = append(rest, r.pending[i:]...)
 			return true
 		}
-		if !r.claim(t, int(cfg.concurrency)) {
+		if r.isFinished(t) {
+			continue
+		}
+		if !r.claim(t, conc) {
+			rest = append(rest, t)
 			continue
 		}
 		if err := r.bucket.wait(ctx, t.bytes); err != nil {
 			r.release(t)
+			r.pending = append(rest, r.pending[i:]...)
 			return true
 		}
 		r.s.goRun(func() {
 			defer r.release(t)
-			r.execute(ctx, t, sr.placed)
+			if r.execute(ctx, t, sr.placed) {
+				r.finish(t)
+			}
 		})
 	}
+	r.pending = rest
 	return true
+}
+
+func (r *repairer) isFinished(t repairTask) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.finished[t.ref()]
+}
+
+func (r *repairer) finish(t repairTask) {
+	r.mu.Lock()
+	r.finished[t.ref()] = true
+	r.mu.Unlock()
 }
 
 // claim reserves a slot for t unless it is already running or every slot
@@ -155,14 +230,15 @@ func (r *repairer) inFlight() int {
 	return len(r.inflight)
 }
 
-// execute rebuilds one shard on a new server and commits its location.
-func (r *repairer) execute(ctx context.Context, t repairTask, placed map[uint32]uint64) {
+// execute rebuilds one shard on a new server and commits its location; it
+// reports whether it did.
+func (r *repairer) execute(ctx context.Context, t repairTask, placed map[uint32]uint64) bool {
 	log := r.s.log.With("chunk", t.chunkID, "shard", t.shard, "from", t.from, "kind", t.kind.String())
 	plan, err := r.s.planRebuild(t, placed)
 	if err != nil {
 		r.failedTask(t)
 		log.Debug("cannot plan repair", "err", err)
-		return
+		return false
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -173,7 +249,7 @@ func (r *repairer) execute(ctx context.Context, t repairTask, placed map[uint32]
 	if err != nil {
 		r.failedTask(t)
 		log.Warn("rebuild failed", "target", plan.target, "err", err)
-		return
+		return false
 	}
 	cmd := &stratapb.CommitRepairCommand{Ino: t.ino, ChunkIndex: t.chunkIndex, ChunkId: t.chunkID, ShardIndex: t.shard, ExpectServer: t.from, NewServer: plan.target}
 	if _, err := r.s.applyCmd(ctx, CmdCommitRepair, nil, cmd); err != nil {
@@ -182,13 +258,14 @@ func (r *repairer) execute(ctx context.Context, t repairTask, placed map[uint32]
 		if rpcerr.ErrnoOf(err) != 0 && plan.target != t.from { // the stripe changed: the copy is surplus
 			r.s.deleteShard(ctx, plan.targetAddr, t.chunkID, t.shard)
 		}
-		return
+		return false
 	}
 	r.repairedShards.Add(1)
 	r.repairedBytes.Add(t.bytes)
 	r.rate.add(t.bytes)
 	r.s.met.repaired(t.kind, t.bytes)
 	log.Debug("shard rebuilt", "to", plan.target)
+	return true
 }
 
 // rebuildPlan is where a shard is rebuilt and from what.

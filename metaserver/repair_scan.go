@@ -141,15 +141,6 @@ func (r *scanResult) add(ino uint64, c *chunk, st []shardState) {
 	}
 }
 
-// queue counts the shards and bytes waiting.
-func (r *scanResult) queue() (shards, bytes uint64) {
-	for _, t := range r.tasks {
-		shards++
-		bytes += t.bytes
-	}
-	return shards, bytes
-}
-
 // planRebalance plans up to limit moves from the fullest to the emptiest
 // eligible server while placed bytes differ from the mean by more than
 // margin. Only healthy stripes move, and never onto a server holding a
