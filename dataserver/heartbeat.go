@@ -139,6 +139,8 @@ func (s *Server) heartbeat(ctx context.Context) error {
 		FreeBytes:     c.FreeBytes,
 		ShardCount:    c.Shards,
 		ReadOnly:      !c.Writable,
+
+		ForegroundBytesPerSec: s.metrics.heal.fg.rate(time.Now()),
 	}
 	err := s.callMeta(ctx, func(ctx context.Context, mc stratapb.MetaClient) error {
 		_, err := mc.Heartbeat(ctx, req)

@@ -27,6 +27,7 @@ type healCounters struct {
 	rebuilt, rebuiltBytes         atomic.Uint64
 	scrubbed, scrubbedBytes, bads atomic.Uint64
 	scrubPasses                   atomic.Uint64
+	fg                            foreground // client I/O, for the heartbeat
 }
 
 func (h *healCounters) collectors() []prometheus.Collector {
@@ -170,7 +171,7 @@ func (r *repairService) readPeer(ctx context.Context, addr string, chunk uint64,
 	if err != nil {
 		return nil, err
 	}
-	resp, err := dc.ReadShard(ctx, &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: chunk, Index: index}}, grpc.MaxCallRecvMsgSize(metaconn.MaxMsgSize))
+	resp, err := dc.ReadShard(repairIO(ctx), &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: chunk, Index: index}}, grpc.MaxCallRecvMsgSize(metaconn.MaxMsgSize))
 	if err != nil {
 		return nil, err
 	}

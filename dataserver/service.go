@@ -37,6 +37,7 @@ func (s *service) WriteShard(ctx context.Context, req *stratapb.WriteShardReques
 		return nil, toStatus(err)
 	}
 	s.m.bytesWritten.Add(float64(len(req.GetData())))
+	s.m.heal.fg.add(ctx, len(req.GetData()))
 	return &stratapb.WriteShardResponse{}, nil
 }
 
@@ -52,6 +53,7 @@ func (s *service) ReadShard(ctx context.Context, req *stratapb.ReadShardRequest)
 		return nil, toStatus(err)
 	}
 	s.m.bytesRead.Add(float64(len(data)))
+	s.m.heal.fg.add(ctx, len(data))
 	return &stratapb.ReadShardResponse{Data: data, ShardSize: size}, nil
 }
 

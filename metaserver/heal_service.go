@@ -108,6 +108,7 @@ func (s *Server) repairStatus() *stratapb.RepairStatusResponse {
 	out.OrphansDeleted, out.MissingFound = s.audit.orphansDeleted.Load(), s.audit.missingFound.Load()
 	out.InFlight = uint64(s.repair.inFlight())
 	out.RateBytesPerSec = s.repair.rate.perSecond()
+	out.ClientBytesPerSec, out.ActiveConcurrency = s.repair.clientIO.Load(), s.repair.activeConc.Load()
 	sr := s.repair.lastScan()
 	if sr == nil {
 		return out

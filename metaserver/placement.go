@@ -27,6 +27,7 @@ type dsHealth struct {
 	capacity, used, free uint64
 	shards               uint64
 	readOnly             bool
+	foreground           uint64 // client shard I/O per second
 }
 
 func newLiveness() *liveness { return &liveness{servers: make(map[uint32]*dsHealth)} }
@@ -37,7 +38,7 @@ func (l *liveness) beat(r *stratapb.HeartbeatRequest, now time.Time) {
 	if l.deaf[r.Id] {
 		return
 	}
-	l.servers[r.Id] = &dsHealth{last: now, capacity: r.CapacityBytes, used: r.UsedBytes, free: r.FreeBytes, shards: r.ShardCount, readOnly: r.ReadOnly}
+	l.servers[r.Id] = &dsHealth{last: now, capacity: r.CapacityBytes, used: r.UsedBytes, free: r.FreeBytes, shards: r.ShardCount, readOnly: r.ReadOnly, foreground: r.ForegroundBytesPerSec}
 }
 
 // touch records that server id answered (a probe), keeping what its last

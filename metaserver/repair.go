@@ -40,6 +40,8 @@ type repairer struct {
 	repairedShards, repairedBytes atomic.Uint64
 	failed                        atomic.Uint64
 	rate                          rateMeter
+	clientIO                      atomic.Uint64 // as of the last dispatch
+	activeConc                    atomic.Uint32
 }
 
 // rescanEvery bounds how stale the dispatched task list may get while
@@ -122,7 +124,31 @@ func (r *repairer) round(ctx context.Context) bool {
 		return false
 	}
 	r.bucket.setRate(cfg.rate)
-	return r.dispatch(ctx, int(cfg.concurrency))
+	return r.dispatch(ctx, r.concurrency(cfg))
+}
+
+// Client I/O comes first: while the dataservers serve more than
+// busyClientIO of client shard traffic, repair runs a quarter of its
+// rebuilds at once (at least one). On a cluster whose CPU or disks are the
+// bottleneck every rebuild (k shard reads, a decode, a write) competes
+// with the clients; fewer at once leaves them most of the capacity while
+// repair keeps moving. An idle cluster repairs at full concurrency.
+const (
+	busyClientIO    = 8 << 20
+	busyConcDivisor = 4
+)
+
+// concurrency is the number of rebuild slots to use now, and records it
+// with the client load it was chosen for.
+func (r *repairer) concurrency(cfg repairConfig) int {
+	fg := r.s.clientIO(time.Now())
+	conc := int(cfg.concurrency)
+	if fg > busyClientIO {
+		conc = max(1, conc/busyConcDivisor)
+	}
+	r.clientIO.Store(fg)
+	r.activeConc.Store(uint32(conc))
+	return conc
 }
 
 // scan classifies every chunk and replaces the task list.
@@ -370,6 +396,21 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// clientIO sums the client shard I/O that live dataservers reported in
+// their heartbeats.
+func (s *Server) clientIO(now time.Time) uint64 {
+	var sum uint64
+	_ = s.fsm.read(func(st *state) error {
+		for id := range st.servers {
+			if h, ok := s.live.get(id); ok && now.Sub(h.last) <= s.cfg.DataServerGrace {
+				sum += h.foreground
+			}
+		}
+		return nil
+	})
+	return sum
 }
 
 // aliveSet lists the servers that heartbeat within the grace period.

@@ -140,6 +140,10 @@ func printRepair(w io.Writer, st *stratapb.RepairStatusResponse) {
 	fmt.Fprintf(w, "repair:  %s %s\n", progressBar(done, done+st.QueueBytes, 30), etaText(st))
 	fmt.Fprintf(w, "rate:    %.1f MB/s (limit %.1f MB/s, concurrency %d, %s)\n", st.RateBytesPerSec/1e6,
 		float64(st.Config.GetRateBytesPerSec())/1e6, st.Config.GetConcurrency(), pausedWord(st.Config.GetPaused()))
+	if st.ActiveConcurrency > 0 && st.ActiveConcurrency < st.Config.GetConcurrency() {
+		fmt.Fprintf(w, "yielding to clients: %s/s of client I/O, %d of %d rebuilds at once\n",
+			humanBytes(st.ClientBytesPerSec), st.ActiveConcurrency, st.Config.GetConcurrency())
+	}
 	fmt.Fprintf(w, "done:    %d shards (%s) rebuilt by this leader; audit: %d orphans deleted, %d missing found\n",
 		st.RepairedShards, humanBytes(st.RepairedBytes), st.OrphansDeleted, st.MissingFound)
 	if len(st.LostServers) > 0 {

@@ -760,8 +760,12 @@ type RepairStatusResponse struct {
 	MissingFound    uint64                 `protobuf:"varint,15,opt,name=missing_found,json=missingFound,proto3" json:"missing_found,omitempty"`          // by the inventory audit
 	RebalanceShards uint64                 `protobuf:"varint,16,opt,name=rebalance_shards,json=rebalanceShards,proto3" json:"rebalance_shards,omitempty"` // moves pending to even out placed bytes
 	ScanAgeMs       uint64                 `protobuf:"varint,17,opt,name=scan_age_ms,json=scanAgeMs,proto3" json:"scan_age_ms,omitempty"`                 // age of the scan these counts come from
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Client shard I/O on the live dataservers (from their heartbeats); while
+	// it is above a threshold the scheduler runs fewer rebuilds at once.
+	ClientBytesPerSec uint64 `protobuf:"varint,20,opt,name=client_bytes_per_sec,json=clientBytesPerSec,proto3" json:"client_bytes_per_sec,omitempty"`
+	ActiveConcurrency uint32 `protobuf:"varint,21,opt,name=active_concurrency,json=activeConcurrency,proto3" json:"active_concurrency,omitempty"` // rebuild slots in use now (<= config)
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RepairStatusResponse) Reset() {
@@ -909,6 +913,20 @@ func (x *RepairStatusResponse) GetRebalanceShards() uint64 {
 func (x *RepairStatusResponse) GetScanAgeMs() uint64 {
 	if x != nil {
 		return x.ScanAgeMs
+	}
+	return 0
+}
+
+func (x *RepairStatusResponse) GetClientBytesPerSec() uint64 {
+	if x != nil {
+		return x.ClientBytesPerSec
+	}
+	return 0
+}
+
+func (x *RepairStatusResponse) GetActiveConcurrency() uint32 {
+	if x != nil {
+		return x.ActiveConcurrency
 	}
 	return 0
 }
@@ -1406,7 +1424,7 @@ const file_stratapb_heal_proto_rawDesc = "" +
 	"\tserver_id\x18\x01 \x01(\rR\bserverId\x12)\n" +
 	"\x10remaining_shards\x18\x02 \x01(\x04R\x0fremainingShards\x12'\n" +
 	"\x0fremaining_bytes\x18\x03 \x01(\x04R\x0eremainingBytes\x12#\n" +
-	"\rstored_shards\x18\x04 \x01(\x04R\fstoredShards\"\xab\x05\n" +
+	"\rstored_shards\x18\x04 \x01(\x04R\fstoredShards\"\x8b\x06\n" +
 	"\x14RepairStatusResponse\x12'\n" +
 	"\x0fhealthy_stripes\x18\x01 \x01(\x04R\x0ehealthyStripes\x12)\n" +
 	"\x10degraded_stripes\x18\x02 \x01(\x04R\x0fdegradedStripes\x12!\n" +
@@ -1427,7 +1445,9 @@ const file_stratapb_heal_proto_rawDesc = "" +
 	"\x0forphans_deleted\x18\x0e \x01(\x04R\x0eorphansDeleted\x12#\n" +
 	"\rmissing_found\x18\x0f \x01(\x04R\fmissingFound\x12)\n" +
 	"\x10rebalance_shards\x18\x10 \x01(\x04R\x0frebalanceShards\x12\x1e\n" +
-	"\vscan_age_ms\x18\x11 \x01(\x04R\tscanAgeMs\"u\n" +
+	"\vscan_age_ms\x18\x11 \x01(\x04R\tscanAgeMs\x12/\n" +
+	"\x14client_bytes_per_sec\x18\x14 \x01(\x04R\x11clientBytesPerSec\x12-\n" +
+	"\x12active_concurrency\x18\x15 \x01(\rR\x11activeConcurrency\"u\n" +
 	"\fDrainRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x1b\n" +
 	"\tserver_id\x18\x02 \x01(\rR\bserverId\x12\x16\n" +

@@ -3273,8 +3273,12 @@ type HeartbeatRequest struct {
 	FreeBytes     uint64                 `protobuf:"varint,6,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
 	ShardCount    uint64                 `protobuf:"varint,7,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
 	ReadOnly      bool                   `protobuf:"varint,8,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"` // all disks full or failing
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Client shard I/O (reads and writes, repair traffic excluded) served
+	// since the previous heartbeat, per second: the repair scheduler backs
+	// off while clients are busy.
+	ForegroundBytesPerSec uint64 `protobuf:"varint,20,opt,name=foreground_bytes_per_sec,json=foregroundBytesPerSec,proto3" json:"foreground_bytes_per_sec,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -3361,6 +3365,13 @@ func (x *HeartbeatRequest) GetReadOnly() bool {
 		return x.ReadOnly
 	}
 	return false
+}
+
+func (x *HeartbeatRequest) GetForegroundBytesPerSec() uint64 {
+	if x != nil {
+		return x.ForegroundBytesPerSec
+	}
+	return 0
 }
 
 type HeartbeatResponse struct {
@@ -4516,7 +4527,7 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\",\n" +
 	"\x1aRegisterDataServerResponse\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\rR\x02id\"\xed\x01\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\"\xa6\x02\n" +
 	"\x10HeartbeatRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
@@ -4528,7 +4539,8 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"free_bytes\x18\x06 \x01(\x04R\tfreeBytes\x12\x1f\n" +
 	"\vshard_count\x18\a \x01(\x04R\n" +
 	"shardCount\x12\x1b\n" +
-	"\tread_only\x18\b \x01(\bR\breadOnly\"\x13\n" +
+	"\tread_only\x18\b \x01(\bR\breadOnly\x127\n" +
+	"\x18foreground_bytes_per_sec\x18\x14 \x01(\x04R\x15foregroundBytesPerSec\"\x13\n" +
 	"\x11HeartbeatResponse\"O\n" +
 	"\x13RegisterMetaRequest\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x1b\n" +
