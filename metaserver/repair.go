@@ -121,6 +121,7 @@ func (r *repairer) round(ctx context.Context) bool {
 		r.scan()
 	}
 	if cfg.paused || len(r.pending) == 0 {
+		r.activeConc.Store(0) // nothing to yield
 		return false
 	}
 	r.bucket.setRate(cfg.rate)
