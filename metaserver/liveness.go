@@ -30,7 +30,7 @@ func (s *Server) watchDataServers(ctx context.Context) {
 		if !s.IsLeader() {
 			continue
 		}
-		for _, cmd := range s.livenessChanges(time.Now()) {
+		for _, cmd := range s.livenessChanges(ctx, time.Now()) {
 			if _, err := s.applyCmd(ctx, CmdMarkLost, nil, cmd); err != nil {
 				s.log.Warn("recording dataserver liveness", "server", cmd.ServerId, "lost", cmd.Lost, "err", err)
 				continue
@@ -44,7 +44,7 @@ func (s *Server) watchDataServers(ctx context.Context) {
 	}
 }
 
-func (s *Server) livenessChanges(now time.Time) []*stratapb.MarkLostCommand {
+func (s *Server) livenessChanges(ctx context.Context, now time.Time) []*stratapb.MarkLostCommand {
 	since := time.Unix(0, s.leaderFrom.Load())
 	var out []*stratapb.MarkLostCommand
 	silent := map[uint32]string{} // candidates for lost -> address to probe
@@ -73,7 +73,7 @@ func (s *Server) livenessChanges(now time.Time) []*stratapb.MarkLostCommand {
 		}
 		return nil
 	})
-	for id, answers := range s.probeSilent(silent) {
+	for id, answers := range s.probeSilent(ctx, silent) {
 		if answers {
 			// Its heartbeats are late (a starved process, a slow leader
 			// change, a one-way network fault) but it serves data: a rebuild
@@ -91,13 +91,13 @@ func (s *Server) livenessChanges(now time.Time) []*stratapb.MarkLostCommand {
 // probeSilent asks each silent server, in parallel, whether it answers at
 // its address at all. Any answer from its gRPC service counts (even an
 // error about the request); a transport failure or a timeout does not.
-func (s *Server) probeSilent(addrs map[uint32]string) map[uint32]bool {
+func (s *Server) probeSilent(ctx context.Context, addrs map[uint32]string) map[uint32]bool {
 	out := make(map[uint32]bool, len(addrs))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for id, addr := range addrs {
 		wg.Go(func() {
-			ok := s.answers(addr)
+			ok := s.answers(ctx, addr)
 			mu.Lock()
 			out[id] = ok
 			mu.Unlock()
@@ -107,12 +107,12 @@ func (s *Server) probeSilent(addrs map[uint32]string) map[uint32]bool {
 	return out
 }
 
-func (s *Server) answers(addr string) bool {
+func (s *Server) answers(ctx context.Context, addr string) bool {
 	cc, err := s.dconns.get(addr)
 	if err != nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, s.cfg.DataServerGrace))
+	ctx, cancel := context.WithTimeout(ctx, min(2*time.Second, s.cfg.DataServerGrace))
 	defer cancel()
 	_, err = stratapb.NewDataClient(cc).StatShard(ctx, &stratapb.StatShardRequest{Key: &stratapb.ShardKey{}})
 	switch status.Code(err) {
