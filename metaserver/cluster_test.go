@@ -172,7 +172,7 @@ func TestRestartKeepsNamespace(t *testing.T) {
 		}
 	}
 	waitConverged(t, c)
-	before := c.Meta[c.Leader()].Srv.Stats()
+	before := c.Meta[c.WaitLeader()].Srv.Stats()
 	for i := range c.Meta {
 		c.KillMeta(i)
 	}
@@ -181,7 +181,7 @@ func TestRestartKeepsNamespace(t *testing.T) {
 	}
 	c.WaitLeader()
 	waitConverged(t, c)
-	after := c.Meta[c.Leader()].Srv.Stats()
+	after := c.Meta[c.WaitLeader()].Srv.Stats()
 	if after.Digest != before.Digest || after.Inodes != before.Inodes {
 		t.Fatalf("after restart: %+v, before: %+v", after, before)
 	}
