@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/strata-hpc/strata/internal/testcluster"
+	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
 // TestRepairCLI drives the self-healing commands against a real cluster:
@@ -54,5 +55,24 @@ func TestRepairCLI(t *testing.T) {
 	c.KillData(0) // removed: it must not come back under its old id
 	for i := 0; i < 4; i++ {
 		checkFile(t, c, fmt.Sprintf("/f%d", i), randomBytes(1<<20, uint64(i)))
+	}
+}
+
+// TestPrintRepairYielding: repair status says when the scheduler runs
+// fewer rebuilds because clients are busy, and only then.
+func TestPrintRepairYielding(t *testing.T) {
+	conc := uint32(8)
+	for _, tc := range []struct {
+		active uint32
+		want   bool
+	}{{2, true}, {8, false}, {0, false}} {
+		st := &stratapb.RepairStatusResponse{QueueShards: 10, QueueBytes: 10 << 20, ClientBytesPerSec: 300 << 20,
+			ActiveConcurrency: tc.active, Config: &stratapb.RepairConfig{Concurrency: conc}}
+		var b strings.Builder
+		printRepair(&b, st)
+		got := strings.Contains(b.String(), "yielding to clients") && strings.Contains(b.String(), "2 of 8 rebuilds")
+		if got != tc.want {
+			t.Errorf("active %d of %d: yielding line shown %v, want %v:\n%s", tc.active, conc, got, tc.want, b.String())
+		}
 	}
 }
