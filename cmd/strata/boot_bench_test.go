@@ -96,7 +96,7 @@ func spareCatchUp(b *testing.B, files, base int) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	st := bootctl.NewStore(c, nil)
+	st := keyedStore(b, c)
 	if err := st.Init(ctx); err != nil {
 		b.Fatal(err)
 	}
