@@ -241,7 +241,7 @@ func (a *Agent) serve(ctx context.Context, m Mounted) error {
 		if ma, err := ReadMountActivity(a.activityFile()); err != nil {
 			a.log.Warn("mount activity", "err", err)
 		} else {
-			a.ci.MountRequests = ma.Requests
+			a.ci.MountRequests, a.ci.MountActiveAt = ma.Requests, ma.Last.UTC()
 		}
 		if err := a.checkIn(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("check-in failed; will retry", "err", err)

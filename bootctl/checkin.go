@@ -20,26 +20,12 @@ type CheckIn struct {
 	At         time.Time `json:"at"`          // when the controller received it
 	LastActive time.Time `json:"last_active"` // last time the node was busy (job lease)
 	Error      string    `json:"error,omitempty"`
-	// MountRequests is the node's mount's request counter (reset by a
-	// boot). MountActiveAt is set by the controller, on its own clock:
-	// the check-in at which the counter was last seen to move.
+	// MountRequests is the node's mount's request counter (since its
+	// boot) and MountActiveAt when the latest request arrived, both from
+	// the mount (strata mount --activity-file) on the node's clock, like
+	// BootTime and LastActive.
 	MountRequests uint64    `json:"mount_requests,omitempty"`
 	MountActiveAt time.Time `json:"mount_active_at,omitempty"`
-}
-
-// noteMountActivity sets ci.MountActiveAt from the previous check-in of
-// the node (prev, if found): the counter moved, or this boot's mount
-// served anything at all, since the last check-in.
-func noteMountActivity(ci *CheckIn, prev CheckIn, found bool) {
-	sameBoot := found && prev.BootTime.Equal(ci.BootTime)
-	switch {
-	case sameBoot && ci.MountRequests == prev.MountRequests:
-		ci.MountActiveAt = prev.MountActiveAt
-	case sameBoot || ci.MountRequests > 0:
-		ci.MountActiveAt = ci.At
-	default:
-		ci.MountActiveAt = time.Time{}
-	}
 }
 
 // UnknownMAC is a MAC that asked for a boot script but is not registered,

@@ -155,8 +155,6 @@ func (s *Server) handleCheckIn(w http.ResponseWriter, r *http.Request) {
 		ci.MAC = mac
 	}
 	ci.At = time.Now().UTC()
-	prev, perr := s.store.GetCheckIn(r.Context(), ci.Node)
-	noteMountActivity(&ci, prev, perr == nil)
 	if err := s.store.RecordCheckIn(r.Context(), ci); err != nil {
 		http.Error(w, "check-in: "+err.Error(), http.StatusServiceUnavailable)
 		return

@@ -63,16 +63,22 @@ func TestPowerSavingAndWake(t *testing.T) {
 
 	// The idle node's last activity is its boot; the others' (heartbeat
 	// every second, mount counters written every second) stay within two
-	// seconds of now: sweep once the idle one is well past IdleAfter.
+	// seconds of now.
 	const idleAfter = 6 * time.Second
 	sweep := bootctl.IdlePolicy{IdleAfter: idleAfter, Store: r.st, Power: bootctl.IPMI{}, Log: slog.New(slog.DiscardHandler)}
-	ci, err := r.st.GetCheckIn(ctx, "idle")
+	// The idle node's mount served its boot (the agent's look at it): wait
+	// until its check-in says so, and sweep well after that.
+	ci, err := bootctl.WaitCheckIn(ctx, r.st, "idle", 30*time.Second, 100*time.Millisecond, func(ci bootctl.CheckIn) bool { return ci.MountRequests > 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Until(ci.BootTime.Add(idleAfter + 500*time.Millisecond)))
+	time.Sleep(time.Until(ci.MountActiveAt.Add(idleAfter + 500*time.Millisecond)))
 	off, err := sweep.Sweep(ctx)
 	if err != nil || len(off) != 1 || off[0] != "idle" {
+		for name := range r.bmcs {
+			ci, _ := r.st.GetCheckIn(ctx, name)
+			t.Logf("%s: %+v", name, ci)
+		}
 		t.Fatalf("sweep powered off %v (%v); want [idle]", off, err)
 	}
 	waitFor(t, "idle node off", 20*time.Second, func() bool { return r.bmcs["idle"].NodePID() == 0 })
@@ -148,11 +154,13 @@ func TestPowerSavingAndWake(t *testing.T) {
 	// A request protects what it handed out from power saving: past a
 	// short idle time, the node asked for again stays on, the other goes.
 	short := bootctl.IdlePolicy{IdleAfter: 2 * time.Second, Store: r.st, Power: bootctl.IPMI{}, Log: slog.New(slog.DiscardHandler)}
-	ci, err = r.st.GetCheckIn(ctx, "active")
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"idle", "active"} { // both idle past short.IdleAfter
+		ci, err = bootctl.WaitCheckIn(ctx, r.st, name, 30*time.Second, 100*time.Millisecond, func(ci bootctl.CheckIn) bool { return ci.MountRequests > 0 })
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(ci.MountActiveAt.Add(short.IdleAfter + time.Second)))
 	}
-	time.Sleep(time.Until(ci.BootTime.Add(short.IdleAfter + time.Second)))
 	out = mustCLIRun(t, "node", "acquire", "--group", "g", "--count", "1", "--json", "--meta", r.meta)
 	if !strings.Contains(out, `"node":"active","state":"up"`) {
 		t.Errorf("acquire 1: %s", out)
