@@ -276,5 +276,11 @@ func runNodeShow(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	} else {
 		fmt.Fprintln(stdout, "booted:   never checked in")
 	}
+	if ci := v.CheckIn; ci != nil && ci.MountRequests > 0 {
+		fmt.Fprintf(stdout, "mount:    %d requests, last at %s\n", ci.MountRequests, ci.MountActiveAt.Format(time.RFC3339))
+	}
+	if req, err := st.GetRequest(ctx, n.Name); err == nil {
+		fmt.Fprintf(stdout, "request:  by %s at %s\n", orDash(req.By), req.At.Format(time.RFC3339))
+	}
 	return nil
 }
