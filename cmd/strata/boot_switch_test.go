@@ -240,6 +240,15 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 	if strings.Contains(out, "password") || !strings.Contains(out, "alpha:1 (gen 3)") {
 		t.Errorf("node list:\n%s", out)
 	}
+	// The image mounts report their activity too (the agent reads the
+	// counters `strata mount --image --activity-file` keeps).
+	for name := range r.bmcs {
+		if _, err := bootctl.WaitCheckIn(ctx, r.st, name, 20*time.Second, 100*time.Millisecond, func(ci bootctl.CheckIn) bool {
+			return ci.MountRequests > 0 && !ci.MountActiveAt.IsZero()
+		}); err != nil {
+			t.Errorf("%s: no mount activity reported: %v", name, err)
+		}
+	}
 	cliOut = append(cliOut, out)
 	cliOut = append(cliOut, mustCLIRun(t, "node", "show", "n0", "--meta", r.meta), mustCLIRun(t, "node", "list", "--json", "--meta", r.meta))
 	r.checkNoPasswords(append(cliOut, r.logs.String()), "Wr0ng-pw-77")
