@@ -67,7 +67,27 @@ func newWatchdogNet(t *testing.T) *watchdogNet {
 		}
 		w.bmcs[h.Name] = ipmisim.Start(t, ipmisim.Options{Node: args, Password: "pw-" + h.Name, NetNS: w.ctl.NS})
 	}
+	// Registered after the BMCs' cleanups, so it runs before them: what
+	// each node and the controller saw, when the test failed.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, h := range w.hosts {
+			log, _ := os.ReadFile(filepath.Join(w.bmcs[h.Name].Dir, "node.log"))
+			t.Logf("--- %s node.log (last 2 KB):\n%s", h.Name, tail(string(log), 2048))
+		}
+		out, _ := w.strata(w.client, "status", "--meta", w.meta)
+		t.Logf("--- status:\n%s", out)
+	})
 	return w
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
 
 // strata runs the CLI on host h.
@@ -128,7 +148,7 @@ func (w *watchdogNet) leader(not string) string {
 // service IP.
 func (w *watchdogNet) onlyHolder(id string) {
 	w.t.Helper()
-	waitFor(w.t, id+" alone holding "+serviceIP, 15*time.Second, func() bool {
+	waitFor(w.t, id+" alone holding "+serviceIP, 30*time.Second, func() bool {
 		for _, h := range w.hosts {
 			if w.bmcs[h.Name].NodePID() == 0 {
 				continue
