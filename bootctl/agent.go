@@ -98,7 +98,11 @@ func (a *Agent) boot(ctx context.Context) (Mounted, error) {
 	if err := os.MkdirAll(overlay, 0o755); err != nil {
 		return nil, fmt.Errorf("bootctl: overlay dir: %w", err)
 	}
-	spec := MountSpec{Meta: p.Meta, Image: p.Image, OverlayDir: overlay, Mountpoint: a.cfg.Mountpoint, LocalRoot: a.cfg.OverlayRoot}
+	spec := MountSpec{Meta: p.Meta, Image: p.Image, OverlayDir: overlay, Mountpoint: a.cfg.Mountpoint, LocalRoot: a.cfg.OverlayRoot,
+		ActivityFile: a.activityFile()}
+	if err := os.Remove(spec.ActivityFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("bootctl: stale activity file: %w", err)
+	}
 	m, err := a.cfg.Mounter.Mount(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -234,6 +238,11 @@ func (a *Agent) serve(ctx context.Context, m Mounted) error {
 		if a.busy() {
 			a.ci.LastActive = time.Now().UTC()
 		}
+		if ma, err := ReadMountActivity(a.activityFile()); err != nil {
+			a.log.Warn("mount activity", "err", err)
+		} else {
+			a.ci.MountRequests, a.ci.MountActiveAt = ma.Requests, ma.Last.UTC()
+		}
 		if err := a.checkIn(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("check-in failed; will retry", "err", err)
 		}
@@ -245,6 +254,12 @@ func (a *Agent) serve(ctx context.Context, m Mounted) error {
 		case <-t.C:
 		}
 	}
+}
+
+// activityFile is where the node's mount keeps its request counters: in
+// the node's local overlay root, beside its overlays (one boot at a time).
+func (a *Agent) activityFile() string {
+	return filepath.Join(a.cfg.OverlayRoot, ".mount-activity")
 }
 
 func (a *Agent) busy() bool {

@@ -18,8 +18,14 @@ type CheckIn struct {
 	Generation uint64    `json:"generation"`
 	BootTime   time.Time `json:"boot_time"`
 	At         time.Time `json:"at"`          // when the controller received it
-	LastActive time.Time `json:"last_active"` // last time the node was busy
+	LastActive time.Time `json:"last_active"` // last time the node was busy (job lease)
 	Error      string    `json:"error,omitempty"`
+	// MountRequests is the node's mount's request counter (since its
+	// boot) and MountActiveAt when the latest request arrived, both from
+	// the mount (strata mount --activity-file) on the node's clock, like
+	// BootTime and LastActive.
+	MountRequests uint64    `json:"mount_requests,omitempty"`
+	MountActiveAt time.Time `json:"mount_active_at,omitempty"`
 }
 
 // UnknownMAC is a MAC that asked for a boot script but is not registered,

@@ -8,10 +8,13 @@ import (
 )
 
 // Wake powers a node on (PXE) and waits for a check-in newer than the
-// power-on.
-func Wake(ctx context.Context, st *Store, pc PowerController, n Node, o PowerOptions, timeout time.Duration) (time.Duration, error) {
+// power-on, recording the request (by) so that power saving leaves it on.
+func Wake(ctx context.Context, st *Store, pc PowerController, n Node, o PowerOptions, timeout time.Duration, by string) (time.Duration, error) {
 	start := time.Now()
 	o.PXE = true
+	if err := st.RecordRequest(ctx, n.Name, by); err != nil {
+		return 0, err
+	}
 	r := powerOne(ctx, pc, n, ActionOn, o.withDefaults(), slog.New(slog.DiscardHandler))
 	if r.Err != nil {
 		return 0, r.Err
@@ -54,16 +57,19 @@ func (p IdlePolicy) Sweep(ctx context.Context) ([]string, error) {
 		if err != nil || ci.Error != "" {
 			continue // never booted, or failed: nothing to save
 		}
-		last := ci.LastActive
-		if last.Before(ci.BootTime) {
-			last = ci.BootTime
-		}
+		last := lastActivity(ci)
 		if now().Sub(last) < p.IdleAfter {
 			continue
 		}
 		st, err := p.Power.Do(ctx, n.BMC, ActionStatus, false)
 		if err != nil || st != PowerOn {
 			continue
+		}
+		// Read last: a request (strata node acquire) may have just come in.
+		if req, err := p.Store.GetRequest(ctx, n.Name); err == nil && req.At.After(last) {
+			if last = req.At; now().Sub(last) < p.IdleAfter {
+				continue
+			}
 		}
 		if _, err := p.Power.Do(ctx, n.BMC, ActionOff, false); err != nil {
 			p.Log.Warn("power saving: could not power off idle node", "node", n.Name, "err", err)
@@ -76,6 +82,18 @@ func (p IdlePolicy) Sweep(ctx context.Context) ([]string, error) {
 		return off, nil
 	}
 	return nil, nil
+}
+
+// lastActivity is the latest sign of use of a booted node: its boot, its
+// job lease (LastActive), its mount's requests (MountActiveAt).
+func lastActivity(ci CheckIn) time.Time {
+	last := ci.BootTime
+	for _, t := range []time.Time{ci.LastActive, ci.MountActiveAt} {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last
 }
 
 func (p IdlePolicy) String() string { return fmt.Sprintf("idle after %v", p.IdleAfter) }

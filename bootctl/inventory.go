@@ -37,9 +37,17 @@ func ParseRole(s string) (Role, error) {
 
 // BMC is how to reach a node's baseboard management controller.
 type BMC struct {
-	Addr     string `json:"addr"` // host:port (port 623 by default)
-	User     string `json:"user"`
-	Password string `json:"password"`
+	Addr string `json:"addr"` // host:port (port 623 by default)
+	User string `json:"user"`
+	// Password is the plain password, in memory only: it is never encoded
+	// (json:"-"), stored, logged or printed. The inventory holds Sealed.
+	Password string `json:"-"`
+	// Sealed is the password encrypted with the boot controller's key
+	// (secret.go); Plain is one stored unencrypted by an older version,
+	// still read, and sealed by `strata bootctl rekey`.
+	Sealed string `json:"password_sealed,omitempty"`
+	Plain  string `json:"password,omitempty"`
+	keyErr error  // the key given did not open Sealed (see unseal)
 	// CipherSuite is the RMCP+ cipher suite id; 0 means 3 (what ipmi_sim
 	// and most BMCs answer fastest to).
 	CipherSuite int `json:"cipher_suite,omitempty"`
@@ -48,7 +56,10 @@ type BMC struct {
 // String never shows the password, so a BMC can be logged or printed.
 func (b BMC) String() string {
 	pw := "none"
-	if b.Password != "" {
+	switch {
+	case b.Sealed != "":
+		pw = "encrypted"
+	case b.Password != "" || b.Plain != "":
 		pw = "set"
 	}
 	return fmt.Sprintf("%s user=%s password=(%s)", b.Addr, b.User, pw)

@@ -25,6 +25,7 @@ func newStore(t *testing.T) (*Store, *testcluster.Cluster) {
 	}
 	t.Cleanup(func() { c.Close() })
 	s := NewStore(c, nil)
+	s.SetKey(testKey(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.Init(ctx); err != nil {

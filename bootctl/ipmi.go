@@ -71,6 +71,9 @@ type IPMI struct {
 // Do opens a session, runs a, and always closes the session (a BMC has
 // few session slots and a leaked one blocks new sessions for a while).
 func (p IPMI) Do(ctx context.Context, bmc BMC, a Action, pxe bool) (PowerState, error) {
+	if err := bmc.ready(); err != nil {
+		return PowerUnknown, err
+	}
 	c, err := p.connect(ctx, bmc)
 	if err != nil {
 		return PowerUnknown, err

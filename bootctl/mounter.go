@@ -3,6 +3,7 @@ package bootctl
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,34 @@ type MountSpec struct {
 	// at boot is a leftover of an earlier boot (a simulated power-off does
 	// not clear mounts the way a real one does).
 	LocalRoot string
+	// ActivityFile is where the mount keeps its request counters
+	// (MountActivity), for the agent's check-ins; "" for none.
+	ActivityFile string
+}
+
+// MountActivity is what a mount reports of its use: the requests it
+// served for programs (strata mount --activity-file), and when the latest
+// arrived (on the node's clock).
+type MountActivity struct {
+	Requests uint64    `json:"requests"`
+	Last     time.Time `json:"last"`
+}
+
+// ReadMountActivity reads an activity file ("no activity yet" when the
+// mount has not written it).
+func ReadMountActivity(path string) (MountActivity, error) {
+	var ma MountActivity
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return ma, nil
+	}
+	if err != nil {
+		return ma, fmt.Errorf("bootctl: mount activity: %w", err)
+	}
+	if err := json.Unmarshal(b, &ma); err != nil {
+		return ma, fmt.Errorf("bootctl: mount activity %s: %w", path, err)
+	}
+	return ma, nil
 }
 
 // Mounter mounts a MountSpec. The agent depends only on this interface so
@@ -54,7 +83,7 @@ type ExecMounter struct {
 // strata mount --meta M --image NAME:TAG --overlay DIR MOUNTPOINT.
 func ImageMountArgv(strata string) func(MountSpec) []string {
 	return func(s MountSpec) []string {
-		return []string{strata, "mount", "--meta", s.Meta, "--cache-dir", "", "--image", s.Image, "--overlay", s.OverlayDir, s.Mountpoint}
+		return mountArgv(strata, s, "--image", s.Image, "--overlay", s.OverlayDir)
 	}
 }
 
@@ -63,8 +92,17 @@ func ImageMountArgv(strata string) func(MountSpec) []string {
 // there (see AgentConfig.ImageRoot).
 func WholeFSMountArgv(strata string) func(MountSpec) []string {
 	return func(s MountSpec) []string {
-		return []string{strata, "mount", "--meta", s.Meta, "--cache-dir", "", s.Mountpoint}
+		return mountArgv(strata, s)
 	}
+}
+
+// mountArgv is `strata mount` of spec s with extra flags.
+func mountArgv(strata string, s MountSpec, extra ...string) []string {
+	argv := append([]string{strata, "mount", "--meta", s.Meta, "--cache-dir", ""}, extra...)
+	if s.ActivityFile != "" {
+		argv = append(argv, "--activity-file", s.ActivityFile)
+	}
+	return append(argv, s.Mountpoint)
 }
 
 func (m ExecMounter) log() *slog.Logger {

@@ -14,6 +14,9 @@ func (s *Store) AddNode(ctx context.Context, n Node) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
+	if err := s.sealPassword(&n, nil); err != nil {
+		return err
+	}
 	if n.Group != "" {
 		if _, err := s.GetGroup(ctx, n.Group); err != nil {
 			return fmt.Errorf("node %s: group %s: %w", n.Name, n.Group, err)
@@ -101,8 +104,30 @@ func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 		}
 		return Node{}, err
 	}
+	unseal(&n, s.key)
 	return n, nil
 }
+
+// sealPassword encrypts n's password for storage when it is new (no old
+// record, or a password other than old's); an unchanged one keeps its
+// stored form. Setting a password needs the key.
+func (s *Store) sealPassword(n *Node, old *Node) error {
+	b := &n.BMC
+	if b.Password == "" || (old != nil && b.Password == old.BMC.Password) {
+		return nil
+	}
+	if s.key == nil {
+		return fmt.Errorf("node %s: cannot store the BMC password: %w", n.Name, errNoKeyToSeal)
+	}
+	sealed, err := s.key.seal(n.Name, b.Password)
+	if err != nil {
+		return err
+	}
+	b.Sealed, b.Plain, b.keyErr = sealed, "", nil
+	return nil
+}
+
+var errNoKeyToSeal = errors.New("bootctl: BMC passwords are stored encrypted and no key was given (--bmc-key-file or STRATA_BMC_KEY_FILE; strata bootctl keygen makes one)")
 
 // NodeByMAC returns the node that owns mac (normalised).
 func (s *Store) NodeByMAC(ctx context.Context, mac string) (Node, error) {
@@ -178,6 +203,9 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*Node) erro
 	}
 	n.Name = name
 	if err := n.Validate(); err != nil {
+		return Node{}, err
+	}
+	if err := s.sealPassword(&n, &old); err != nil {
 		return Node{}, err
 	}
 	if n.Group != "" && n.Group != old.Group {

@@ -85,7 +85,7 @@ func powerOne(ctx context.Context, pc PowerController, n Node, a Action, o Power
 		r.State, r.Err = pc.Do(actx, n.BMC, a, o.PXE)
 		cancel()
 		// A refused password will be refused again: no retry.
-		if r.Err == nil || r.Attempts > o.Retries || ctx.Err() != nil || errors.Is(r.Err, ErrBMCAuth) {
+		if r.Err == nil || r.Attempts > o.Retries || ctx.Err() != nil || noRetry(r.Err) {
 			break
 		}
 		log.Warn("power action failed; retrying", "node", n.Name, "action", a, "attempt", r.Attempts, "err", r.Err)
@@ -103,6 +103,12 @@ func powerOne(ctx context.Context, pc PowerController, n Node, a Action, o Power
 		log.Info("power action done", "node", n.Name, "action", a, "state", r.State, "took", r.Took)
 	}
 	return r
+}
+
+// noRetry: errors that another attempt cannot fix (a refused password,
+// a password that cannot be decrypted).
+func noRetry(err error) bool {
+	return errors.Is(err, ErrBMCAuth) || errors.Is(err, ErrNoBMCKey) || errors.Is(err, ErrWrongBMCKey)
 }
 
 // Failed counts the results with an error.

@@ -8,8 +8,9 @@ import (
 
 // replace swaps a voter that did not come back for a spare node: the dead
 // node is powered off (so it cannot return with a stale view), the spare
-// is powered on as an empty metaserver, added as a voter, the dead voter
-// removed, and the spare followed until it has caught up (by snapshot).
+// is powered on as an empty metaserver and added as a non-voter; once it
+// has caught up (by snapshot) it is promoted to voter and the dead voter
+// is removed.
 func (w *Watchdog) replace(ctx context.Context, vs *voterState) error {
 	start := time.Now()
 	if dead, err := w.nodeOf(ctx, vs.ID); err == nil {
@@ -28,17 +29,30 @@ func (w *Watchdog) replace(ctx context.Context, vs *voterState) error {
 	if err := w.waitAnswering(ctx, spare.MetaGRPC); err != nil {
 		return fmt.Errorf("spare %s: %w", spare.Name, err)
 	}
+	// The spare joins as a non-voter and counts only once it has caught
+	// up. hashicorp/raft makes an added server a voter at once: with the
+	// dead voter still in the configuration the quorum then needed the
+	// new, still empty server, and every commit (client writes, this
+	// controller's lease renewals) stalled until it had installed the
+	// snapshot, seconds with a large namespace. That stall was the "lease
+	// retaken mid-replacement" of the 100k-file benchmark. Adding first
+	// (not removing the dead voter first) keeps every step resumable by
+	// another controller: until the end the dead voter is still a member.
+	if err := w.Store.c.AddNonvoter(ctx, spare.MetaID, spare.MetaRaft); err != nil {
+		return fmt.Errorf("add non-voter %s: %w", spare.MetaID, err)
+	}
+	w.event(ctx, Event{Kind: "nonvoter-added", Node: spare.Name, Member: spare.MetaID, Detail: spare.MetaRaft})
+	if err := w.waitCaughtUp(ctx, spare); err != nil {
+		return err
+	}
 	if err := w.Store.c.AddMember(ctx, spare.MetaID, spare.MetaRaft); err != nil {
-		return fmt.Errorf("add voter %s: %w", spare.MetaID, err)
+		return fmt.Errorf("promote %s to voter: %w", spare.MetaID, err)
 	}
 	w.event(ctx, Event{Kind: "voter-added", Node: spare.Name, Member: spare.MetaID, Detail: spare.MetaRaft})
 	if err := w.removeVoter(ctx, vs.ID); err != nil {
 		return err
 	}
 	delete(w.voters, vs.ID)
-	if err := w.waitCaughtUp(ctx, spare); err != nil {
-		return err
-	}
 	if _, err := w.Store.UpdateNode(ctx, spare.Name, func(n *Node) error { n.Role = RoleMetadata; return nil }); err != nil {
 		w.Log.Warn("watchdog: could not mark the spare as a metadata node", "node", spare.Name, "err", err)
 	}
@@ -54,7 +68,7 @@ func errText(err error) string {
 }
 
 // pickSpare returns a spare node that can run a metaserver. A spare that
-// is already a voter was added by a replacement that was cut short (this
+// is already a member (non-voter or voter) was added by a replacement that was cut short (this
 // controller lost its lease, or crashed): it is picked first, so that the
 // next attempt finishes that replacement instead of starting another.
 func (w *Watchdog) pickSpare(ctx context.Context) (Node, error) {

@@ -61,7 +61,14 @@ type Store struct {
 	// controllers never update one record at once because only the lease
 	// holder runs switches (operators' CLI edits are last-writer-wins).
 	mu sync.Mutex
+	// key opens and seals BMC passwords (nil: they stay sealed).
+	key *Key
 }
+
+// SetKey gives the store the key of the BMC passwords: nodes read through
+// it come with their passwords decrypted, and new passwords are sealed
+// with it. Without one, passwords stay sealed and cannot be set.
+func (s *Store) SetKey(k *Key) { s.key = k }
 
 // NewStore returns the inventory of the cluster c talks to.
 func NewStore(c *client.Client, log *slog.Logger) *Store {

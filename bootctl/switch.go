@@ -178,7 +178,7 @@ func (sw *Switcher) rebootNode(ctx context.Context, n Node, cfg GroupConfig, o S
 			return r
 		}
 		r.Error = err.Error()
-		if r.Attempts > o.Retries || ctx.Err() != nil || errors.Is(err, ErrBMCAuth) {
+		if r.Attempts > o.Retries || ctx.Err() != nil || noRetry(err) {
 			sw.log().Error("node did not switch", "node", n.Name, "attempts", r.Attempts, "err", err)
 			return r
 		}

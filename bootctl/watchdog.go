@@ -103,6 +103,9 @@ func (w *Watchdog) tick(ctx context.Context) {
 	}
 	addrs := w.inventoryAddrs(ctx)
 	for _, m := range members {
+		if !m.Voter {
+			continue // a replacement catching up: not watched until promoted
+		}
 		if a := addrs[m.ID]; a != "" {
 			m.GRPC = a // the inventory knows where each node serves
 		}
@@ -118,7 +121,10 @@ func (w *Watchdog) tick(ctx context.Context) {
 	}
 }
 
-type member struct{ ID, GRPC string }
+type member struct {
+	ID, GRPC string
+	Voter    bool
+}
 
 // inventoryAddrs maps metaserver ids to the gRPC addresses the inventory
 // gives for them (the cluster may not know a voter's gRPC address).
@@ -136,6 +142,7 @@ func (w *Watchdog) inventoryAddrs(ctx context.Context) map[string]string {
 	return out
 }
 
+// members lists the raft members, voters and non-voters.
 func (w *Watchdog) members(ctx context.Context) ([]member, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -145,9 +152,7 @@ func (w *Watchdog) members(ctx context.Context) ([]member, error) {
 	}
 	var out []member
 	for _, m := range st.GetMembers() {
-		if m.GetVoter() {
-			out = append(out, member{ID: m.GetId(), GRPC: m.GetGrpcAddr()})
-		}
+		out = append(out, member{ID: m.GetId(), GRPC: m.GetGrpcAddr(), Voter: m.GetVoter()})
 	}
 	return out, nil
 }

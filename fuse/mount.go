@@ -55,6 +55,9 @@ type Options struct {
 	// table (flock, fcntl): if the mount stops renewing it for this long
 	// (node dead or cut off), its locks are released. Default 10 s.
 	LockTTL time.Duration
+	// Activity, when set, counts the requests the mount serves (see
+	// Activity; the boot agent reports them for power saving).
+	Activity *Activity
 	// Debug logs every FUSE request and reply (go-fuse's debug output).
 	Debug  bool
 	Logger *slog.Logger
@@ -170,7 +173,7 @@ const rootIno = 1
 // owner reaches the node API (see ownerRaw).
 func (m *FS) serve(mp string, root *node) (*gofuse.Server, error) {
 	opts := m.fsOptions()
-	raw := &ownerRaw{RawFileSystem: fs.NewNodeFS(root, opts), ls: m.locks}
+	raw := &ownerRaw{RawFileSystem: countActivity(fs.NewNodeFS(root, opts), m.opts.Activity), ls: m.locks}
 	server, err := gofuse.NewServer(raw, mp, &opts.MountOptions)
 	if err != nil {
 		return nil, err

@@ -14,7 +14,9 @@ import (
 // AddMember adds a voter. The new server must be running with an empty raft
 // directory and no --peers; it catches up from the leader (from a snapshot
 // when the log it needs was compacted). Adding a server that is already a
-// voter at the same address is a no-op.
+// voter at the same address is a no-op. With Nonvoter the server joins as
+// a non-voter (it replicates but is not in the quorum); adding it again
+// without Nonvoter promotes it.
 func (s *Server) AddMember(ctx context.Context, r *stratapb.AddMemberRequest) (*stratapb.AddMemberResponse, error) {
 	if r.Id == "" || len(r.Id) > 64 {
 		return nil, rpcerr.Errno(syscall.EINVAL, "member id must be 1..64 bytes")
@@ -25,10 +27,14 @@ func (s *Server) AddMember(ctx context.Context, r *stratapb.AddMemberRequest) (*
 	if !s.IsLeader() {
 		return nil, rpcerr.NotLeader(s.leaderHint())
 	}
-	if err := s.parts.raft.AddVoter(raft.ServerID(r.Id), raft.ServerAddress(r.RaftAddr), 0, s.cfg.ApplyTimeout).Error(); err != nil {
+	add, kind := s.parts.raft.AddVoter, "voter"
+	if r.Nonvoter {
+		add, kind = s.parts.raft.AddNonvoter, "non-voter"
+	}
+	if err := add(raft.ServerID(r.Id), raft.ServerAddress(r.RaftAddr), 0, s.cfg.ApplyTimeout).Error(); err != nil {
 		return nil, s.raftErr(err)
 	}
-	s.log.Info("voter added", "member", r.Id, "raft", r.RaftAddr)
+	s.log.Info(kind+" added", "member", r.Id, "raft", r.RaftAddr)
 	return &stratapb.AddMemberResponse{}, nil
 }
 

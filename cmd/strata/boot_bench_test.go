@@ -96,7 +96,7 @@ func spareCatchUp(b *testing.B, files, base int) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	st := bootctl.NewStore(c, nil)
+	st := keyedStore(b, c)
 	if err := st.Init(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -121,14 +121,53 @@ func spareCatchUp(b *testing.B, files, base int) {
 		b.Fatal(err)
 	}
 	cycled := waitEvent(b, st, "power-cycle", victim.id, seq, time.Minute)
+	// From here on a client creates files and the slowest create is kept:
+	// the spare catching up must not stall the cluster's commits (it did
+	// while it was added as a voter at once; see NOTES.md).
+	wctx, wstop := context.WithCancel(ctx)
+	slowest := make(chan time.Duration)
+	go func() { slowest <- slowestCreate(wctx, c) }()
 	on := waitEvent(b, st, "spare-on", "m3", seq, 2*time.Minute)
 	caught := waitEvent(b, st, "caught-up", "m3", seq, 2*time.Minute)
 	done := waitEvent(b, st, "replaced", "m3", seq, time.Minute)
 	b.StopTimer()
+	wstop()
+	worst := <-slowest
 	b.ReportMetric(cycled.At.Sub(died).Seconds(), "s-death-to-cycle")
 	b.ReportMetric(caught.At.Sub(on.At).Seconds(), "s-spare-on-to-caught-up")
 	b.ReportMetric(done.At.Sub(on.At).Seconds(), "s-spare-on-to-replaced")
-	b.Logf("%d files; replaced: %s", files, done.Detail)
+	b.ReportMetric(worst.Seconds(), "s-slowest-create")
+	b.Logf("%d files; replaced: %s; slowest client create during the replacement %v", files, done.Detail, worst.Round(time.Millisecond))
+	evs, _ := st.Events(ctx)
+	for _, e := range evs {
+		if e.Seq > seq && e.Kind == "replace-failed" {
+			b.Errorf("replacement restarted: %+v", e)
+		}
+	}
+}
+
+// slowestCreate creates files until ctx ends and returns the longest a
+// create took.
+func slowestCreate(ctx context.Context, c *client.Client) time.Duration {
+	var worst time.Duration
+	if err := c.MkdirAll(ctx, "/during", 0o755); err != nil {
+		return -1
+	}
+	dir, err := c.Stat(ctx, "/during")
+	if err != nil {
+		return -1
+	}
+	for i := 0; ctx.Err() == nil; i++ {
+		start := time.Now()
+		if _, err := c.Create(ctx, dir.GetIno(), fmt.Sprintf("f%d", i), 0o644); err != nil && ctx.Err() == nil {
+			return -1
+		}
+		if d := time.Since(start); d > worst && ctx.Err() == nil {
+			worst = d
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return worst
 }
 
 // fill creates n empty files (metadata only), 64 at a time.

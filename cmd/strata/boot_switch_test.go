@@ -32,6 +32,7 @@ type bootRig struct {
 	bmcs  map[string]*ipmisim.BMC
 	mnts  map[string]string
 	ovlys string
+	logs  *lockedBuffer // the boot controller server's log (debug level)
 }
 
 func newBootRig(t testing.TB, data int) *bootRig {
@@ -39,7 +40,8 @@ func newBootRig(t testing.TB, data int) *bootRig {
 	if !ipmisim.Available() {
 		t.Skip("ipmi_sim not installed (scripts/install-deps.sh)")
 	}
-	r := &bootRig{t: t, dir: t.TempDir(), bmcs: map[string]*ipmisim.BMC{}, mnts: map[string]string{}}
+	r := &bootRig{t: t, dir: t.TempDir(), bmcs: map[string]*ipmisim.BMC{}, mnts: map[string]string{}, logs: &lockedBuffer{}}
+	useTestBMCKey(t)
 	r.ovlys = filepath.Join(r.dir, "overlays")
 	r.tc = testcluster.New(t, testcluster.Options{Meta: 3, Data: data})
 	r.meta = strings.Join(r.tc.MetaAddrs(), ",")
@@ -48,7 +50,7 @@ func newBootRig(t testing.TB, data int) *bootRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	r.c, r.st = c, bootctl.NewStore(c, nil)
+	r.c, r.st = c, keyedStore(t, c)
 	ctx := context.Background()
 	if err := r.st.Init(ctx); err != nil {
 		t.Fatal(err)
@@ -58,7 +60,8 @@ func newBootRig(t testing.TB, data int) *bootRig {
 		t.Fatal(err)
 	}
 	r.url = "http://" + lis.Addr().String()
-	hs := &http.Server{Handler: bootctl.NewServer(r.st, bootctl.ServerConfig{Meta: r.meta, URL: r.url})}
+	srvLog := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	hs := &http.Server{Handler: bootctl.NewServer(r.st, bootctl.ServerConfig{Meta: r.meta, URL: r.url, Logger: srvLog})}
 	go hs.Serve(lis) //nolint:errcheck // closed in cleanup
 	t.Cleanup(func() { hs.Close() })
 	// Registered after the BMCs' own cleanups run (LIFO): detach any mount
@@ -198,7 +201,11 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 	}
 
 	start := time.Now()
-	out = mustCLIRun(t, "group", "switch", "hpc", "--meta", r.meta, "--image", "beta:2", "--overlay", "ovb", "--boot-timeout", "60s")
+	code, out, errOut := cliRun("group", "switch", "hpc", "--meta", r.meta, "--image", "beta:2", "--overlay", "ovb", "--boot-timeout", "60s", "--log-level", "debug")
+	if code != 0 {
+		t.Fatalf("switch: exit %d\n%s\n%s", code, out, errOut)
+	}
+	cliOut := []string{out, errOut}
 	t.Logf("switch A->B in %v:\n%s", time.Since(start).Round(time.Millisecond), out)
 	r.checkBooted("beta:2", 2)
 	for name := range r.bmcs {
@@ -212,8 +219,9 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 	// A fifth node whose BMC refuses our password: the rollback does every
 	// other node and reports this one as failed, with the reason.
 	mustCLIRun(t, "node", "add", "broken", "--meta", r.meta, "--mac", "02:00:00:00:00:99", "--bmc", r.bmcs["n0"].Addr(),
-		"--bmc-password", "wrong", "--group", "hpc")
-	code, out, errOut := cliRun("group", "rollback", "hpc", "--meta", r.meta, "--boot-timeout", "60s", "--ipmi-retries", "0")
+		"--bmc-password", "Wr0ng-pw-77", "--group", "hpc")
+	code, out, errOut = cliRun("group", "rollback", "hpc", "--meta", r.meta, "--boot-timeout", "60s", "--ipmi-retries", "0", "--log-level", "debug")
+	cliOut = append(cliOut, out, errOut)
 	t.Logf("rollback:\n%s", out)
 	if code != 1 || !strings.Contains(errOut, "1 of 5 nodes did not switch") || !strings.Contains(out, "broken: node broken: cycle: bootctl: BMC refused the credentials") {
 		t.Errorf("rollback with a broken BMC: exit %d\n%s\n%s", code, out, errOut)
@@ -232,10 +240,57 @@ func TestGroupSwitchOnSimulatedNodes(t *testing.T) {
 	if strings.Contains(out, "password") || !strings.Contains(out, "alpha:1 (gen 3)") {
 		t.Errorf("node list:\n%s", out)
 	}
-	out = mustCLIRun(t, "node", "show", "n0", "--meta", r.meta)
-	if strings.Contains(out, r.bmcs["n0"].Password) {
-		t.Errorf("node show prints the BMC password:\n%s", out)
+	// The image mounts report their activity too (the agent reads the
+	// counters `strata mount --image --activity-file` keeps).
+	for name := range r.bmcs {
+		if _, err := bootctl.WaitCheckIn(ctx, r.st, name, 20*time.Second, 100*time.Millisecond, func(ci bootctl.CheckIn) bool {
+			return ci.MountRequests > 0 && !ci.MountActiveAt.IsZero()
+		}); err != nil {
+			t.Errorf("%s: no mount activity reported: %v", name, err)
+		}
 	}
+	cliOut = append(cliOut, out)
+	cliOut = append(cliOut, mustCLIRun(t, "node", "show", "n0", "--meta", r.meta), mustCLIRun(t, "node", "list", "--json", "--meta", r.meta))
+	r.checkNoPasswords(append(cliOut, r.logs.String()), "Wr0ng-pw-77")
+}
+
+// checkNoPasswords: no BMC password of the rig (nor extra ones) appears in
+// texts (CLI output and logs), in any node's own log (boot agent and
+// mount), or in the clear in the inventory.
+func (r *bootRig) checkNoPasswords(texts []string, extra ...string) {
+	r.t.Helper()
+	ctx := context.Background()
+	pws := extra
+	for name, b := range r.bmcs {
+		pws = append(pws, b.Password)
+		nodeLog, err := os.ReadFile(filepath.Join(b.Dir, "node.log"))
+		if err != nil {
+			r.t.Errorf("%s: %v", name, err)
+		}
+		texts = append(texts, string(nodeLog))
+		attr, err := r.c.Stat(ctx, bootctl.Root+"/nodes/"+name)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		rec, err := r.c.GetXattr(ctx, attr.GetIno(), "user.strata.node")
+		if err != nil || !strings.Contains(string(rec), "password_sealed") {
+			r.t.Errorf("%s: stored record %s %v; want a sealed password", name, rec, err)
+		}
+		texts = append(texts, string(rec))
+	}
+	n := 0
+	for _, text := range texts {
+		n += len(text)
+		for _, pw := range pws {
+			if strings.Contains(text, pw) {
+				r.t.Errorf("BMC password %q appears in output or logs:\n%s", pw, text)
+			}
+		}
+	}
+	if n < 10000 {
+		r.t.Errorf("only %d bytes of output and logs checked; expected the whole run's", n)
+	}
+	r.t.Logf("%d bytes of CLI output, controller, agent and mount logs checked: no BMC password", n)
 }
 
 func (r *bootRig) boots() int {

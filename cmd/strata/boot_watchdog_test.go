@@ -32,6 +32,7 @@ func startMetaNodes(t testing.TB, base int) []*metaNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	useTestBMCKey(t)
 	dir := t.TempDir()
 	var nodes []*metaNode
 	var peers []string
@@ -154,7 +155,7 @@ func TestMetaWatchdogOnSimulatedBMCs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	st := bootctl.NewStore(c, nil)
+	st := keyedStore(t, c)
 	if err := st.Init(ctx); err != nil {
 		t.Fatal(err)
 	}

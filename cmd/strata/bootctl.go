@@ -19,12 +19,16 @@ import (
 )
 
 func init() {
-	register(command{name: "bootctl", summary: "run the boot controller daemon (iPXE, check-ins, metadata watchdog, power saving); bootctl status", run: runBootctl})
+	register(command{name: "bootctl", summary: "run the boot controller daemon (iPXE, check-ins, metadata watchdog, power saving); bootctl status|keygen|rekey", run: runBootctl})
 }
 
 func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "status" {
-		return runBootctlStatus(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		if sub := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+			"status": runBootctlStatus, "keygen": runBootctlKeygen, "rekey": runBootctlRekey,
+		}[args[0]]; sub != nil {
+			return sub(ctx, args[1:], stdout, stderr)
+		}
 	}
 	fs := newFlags("bootctl", stderr)
 	cf := addClientFlags(fs)
@@ -44,7 +48,7 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&wc.RejoinTimeout, "rejoin-timeout", 60*time.Second, "how long a power-cycled voter has to come back before a spare replaces it")
 	idleAfter := fs.Duration("idle-after", 0, "power off compute nodes idle this long (0: never)")
 	pf := addPowerFlags(fs)
-	_, err := parseBoot(fs, args, 0, 0, "bootctl [flags] | bootctl status")
+	_, err := parseBoot(fs, args, 0, 0, "bootctl [flags] | bootctl status|keygen|rekey")
 	if err != nil {
 		return err
 	}
@@ -63,6 +67,12 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	st := bootctl.NewStore(c, log)
 	if err := st.Init(ctx); err != nil {
 		return err
+	}
+	if err := withKey(st, *pf.keyFile); err != nil {
+		return err
+	}
+	if err := st.CheckKey(ctx); err != nil {
+		return fmt.Errorf("bootctl: the BMC passwords of the inventory cannot be used: %w", err)
 	}
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {

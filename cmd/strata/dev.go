@@ -83,6 +83,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := dc.start(ctx); err != nil {
 		return err
 	}
+	keyID, err := ensureDevKey(o.dir)
+	if err != nil {
+		return err
+	}
 	if o.mount != "" {
 		unmount, err := mountDev(ctx, dc.metaAddrs(), o.mount, filepath.Join(o.dir, "cache"), log)
 		if err != nil {
@@ -100,6 +104,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "  dataservers: %d on 127.0.0.1:%d-%d\n", o.datas, o.basePort+20, o.basePort+20+o.datas-1)
 	fmt.Fprintf(stdout, "  metrics:     http://127.0.0.1:%d/metrics\n", o.basePort+30)
+	fmt.Fprintf(stdout, "  BMC key:     %s (key %s; node and bootctl commands find it by themselves)\n", devKeyFile(o.dir), keyID)
 	fmt.Fprintf(stdout, "try: strata status; strata put FILE /FILE; strata ls /   (Ctrl-C stops the cluster)\n")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping...")

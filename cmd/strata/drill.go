@@ -32,7 +32,8 @@ type drillOptions struct {
 	devControl        string
 	killCmd, startCmd string
 	jsonOut           bool
-	viaIPMI           bool // power the leader's node off and on through its BMC (drill_ipmi.go)
+	viaIPMI           bool   // power the leader's node off and on through its BMC (drill_ipmi.go)
+	bmcKeyFile        string // the key of the stored BMC passwords (with viaIPMI)
 }
 
 // roundReport is one round of the drill: what an operator wants to know.
@@ -72,6 +73,7 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.killCmd, "kill-cmd", "", "shell command that kills metaserver {id} (at {grpc}); e.g. 'ssh {host} systemctl kill -s KILL strata-meta'")
 	fs.StringVar(&o.startCmd, "restart-cmd", "", "shell command that starts metaserver {id} again")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
+	fs.StringVar(&o.bmcKeyFile, "bmc-key-file", envDefault("bmc-key-file", ""), "with --via-ipmi: key of the stored BMC passwords (default: the dev cluster's)")
 	fs.BoolVar(&o.viaIPMI, "via-ipmi", false, "power the leader's node off (and on again) through its BMC, as found in the boot controller's inventory, instead of killing the process")
 	if err := parse(fs, args[1:], 0, 0, "drill meta-failover [flags]"); err != nil {
 		return err

@@ -21,7 +21,7 @@ func (d *drill) actIPMI(ctx context.Context, what, id string) error {
 		return err
 	}
 	defer c.Close()
-	n, err := metaNodeOf(ctx, c, id)
+	n, err := metaNodeOf(ctx, c, id, d.o.bmcKeyFile)
 	if err != nil {
 		return err
 	}
@@ -39,8 +39,12 @@ func (d *drill) actIPMI(ctx context.Context, what, id string) error {
 }
 
 // metaNodeOf finds the inventory node whose metaserver is id.
-func metaNodeOf(ctx context.Context, c *client.Client, id string) (bootctl.Node, error) {
-	nodes, err := bootctl.NewStore(c, nil).ListNodes(ctx)
+func metaNodeOf(ctx context.Context, c *client.Client, id, keyFile string) (bootctl.Node, error) {
+	st := bootctl.NewStore(c, nil)
+	if err := withKey(st, keyFile); err != nil {
+		return bootctl.Node{}, err
+	}
+	nodes, err := st.ListNodes(ctx)
 	if err != nil {
 		return bootctl.Node{}, err
 	}

@@ -49,7 +49,7 @@ func TestDrillViaIPMI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	st := bootctl.NewStore(c, nil)
+	st := keyedStore(t, c)
 	if err := st.Init(ctx); err != nil {
 		t.Fatal(err)
 	}

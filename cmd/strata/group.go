@@ -186,7 +186,7 @@ type switchFlags struct {
 
 func addSwitchFlags(fs *flag.FlagSet) *switchFlags {
 	return &switchFlags{
-		pf:          &powerFlags{concurrency: new(int), retries: fs.Int("ipmi-retries", 2, "extra attempts per IPMI call"), timeout: fs.Duration("ipmi-node-timeout", 10*time.Second, "per IPMI call and node"), reqTimeout: fs.Duration("ipmi-timeout", time.Second, "per IPMI request")},
+		pf:          &powerFlags{concurrency: new(int), retries: fs.Int("ipmi-retries", 2, "extra attempts per IPMI call"), timeout: fs.Duration("ipmi-node-timeout", 10*time.Second, "per IPMI call and node"), reqTimeout: fs.Duration("ipmi-timeout", time.Second, "per IPMI request"), keyFile: addKeyFlag(fs)},
 		concurrency: fs.Int("concurrency", 8, "nodes rebooted at once"),
 		retry:       fs.Int("retries", 1, "extra power cycles for a node that does not check in"),
 		bootTimeout: fs.Duration("boot-timeout", 2*time.Minute, "power cycle to check-in, per node"),
@@ -255,6 +255,9 @@ func doSwitch(ctx context.Context, cf *clientFlags, sf *switchFlags, stdout io.W
 		return err
 	}
 	defer c.Close()
+	if err := withKey(st, *sf.pf.keyFile); err != nil {
+		return err
+	}
 	log, _ := newLogger(stdout, *cf.level)
 	sw := &bootctl.Switcher{Store: st, Power: sf.pf.controller(), Images: imageCatalog{imagestore.New(c, log)}, Log: log}
 	g, res, err := fn(ctx, sw, o)

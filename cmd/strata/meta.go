@@ -121,7 +121,8 @@ func runMetaAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cf := addClientFlags(fs)
 	id := fs.String("id", "", "raft id of the new voter (required)")
 	raftAddr := fs.String("raft-addr", "", "its raft address (required)")
-	if err := parse(fs, args, 0, 0, "meta add --id ID --raft-addr HOST:PORT (start the new server first, with an empty --dir and no --peers)"); err != nil {
+	nonvoter := fs.Bool("nonvoter", false, "add it as a non-voter: it catches up outside the quorum; add it again without --nonvoter to promote it")
+	if err := parse(fs, args, 0, 0, "meta add --id ID --raft-addr HOST:PORT [--nonvoter] (start the new server first, with an empty --dir and no --peers)"); err != nil {
 		return err
 	}
 	if *id == "" || *raftAddr == "" {
@@ -132,6 +133,9 @@ func runMetaAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer c.Close()
+	if *nonvoter {
+		return c.AddNonvoter(ctx, *id, *raftAddr)
+	}
 	return c.AddMember(ctx, *id, *raftAddr)
 }
 

@@ -17,16 +17,17 @@ import (
 )
 
 func init() {
-	register(command{name: "node", summary: "cluster nodes: add, rm, list, show, set, power, wake", run: runNode})
+	register(command{name: "node", summary: "cluster nodes: add, rm, list, show, set, power, wake, acquire", run: runNode})
 }
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"add": runNodeAdd, "rm": runNodeRm, "list": runNodeList, "show": runNodeShow,
 		"set": runNodeSet, "power": runNodePower, "wake": runNodeWake,
+		"acquire": runNodeAcquire,
 	}
 	if len(args) == 0 || sub[args[0]] == nil {
-		return usageErr("usage: strata node add|rm|list|show|set|power|wake ...")
+		return usageErr("usage: strata node add|rm|list|show|set|power|wake|acquire ...")
 	}
 	return sub[args[0]](ctx, args[1:], stdout, stderr)
 }
@@ -48,6 +49,7 @@ func openInventory(ctx context.Context, cf *clientFlags) (*bootctl.Store, *clien
 // nodeFlags are the settable fields of a node (add and set).
 type nodeFlags struct {
 	macs, bmc, user, pass, passFile, group, role *string
+	keyFile                                      *string
 	cipher                                       *int
 	metaID, metaRaft, metaGRPC                   *string
 }
@@ -65,6 +67,7 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 		metaID:   fs.String("meta-id", "", "raft id of the metaserver this node runs (metadata and spare nodes)"),
 		metaRaft: fs.String("meta-raft", "", "raft address of that metaserver"),
 		metaGRPC: fs.String("meta-grpc", "", "gRPC address of that metaserver"),
+		keyFile:  addKeyFlag(fs),
 	}
 }
 
@@ -120,6 +123,9 @@ func runNodeAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer c.Close()
+	if err := withKey(st, *nf.keyFile); err != nil {
+		return err
+	}
 	if err := st.AddNode(ctx, n); err != nil {
 		return err
 	}
@@ -140,6 +146,9 @@ func runNodeSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer c.Close()
+	if err := withKey(st, *nf.keyFile); err != nil {
+		return err
+	}
 	n, err := st.UpdateNode(ctx, pos[0], func(n *bootctl.Node) error { return nf.apply(fs, n, false) })
 	if err != nil {
 		return err
@@ -266,6 +275,12 @@ func runNodeShow(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else {
 		fmt.Fprintln(stdout, "booted:   never checked in")
+	}
+	if ci := v.CheckIn; ci != nil && ci.MountRequests > 0 {
+		fmt.Fprintf(stdout, "mount:    %d requests, last at %s\n", ci.MountRequests, ci.MountActiveAt.Format(time.RFC3339))
+	}
+	if req, err := st.GetRequest(ctx, n.Name); err == nil {
+		fmt.Fprintf(stdout, "request:  by %s at %s\n", orDash(req.By), req.At.Format(time.RFC3339))
 	}
 	return nil
 }

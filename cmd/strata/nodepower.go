@@ -16,6 +16,7 @@ import (
 type powerFlags struct {
 	concurrency, retries *int
 	timeout, reqTimeout  *time.Duration
+	keyFile              *string // the BMC password key (bmckey.go)
 }
 
 func addPowerFlags(fs *flag.FlagSet) *powerFlags {
@@ -24,6 +25,7 @@ func addPowerFlags(fs *flag.FlagSet) *powerFlags {
 		retries:     fs.Int("retries", 2, "extra attempts for a node whose BMC fails"),
 		timeout:     fs.Duration("timeout", 10*time.Second, "per node and attempt"),
 		reqTimeout:  fs.Duration("ipmi-timeout", time.Second, "per IPMI request (resent once)"),
+		keyFile:     addKeyFlag(fs),
 	}
 }
 
@@ -102,6 +104,9 @@ func runNodePower(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer c.Close()
+	if err := withKey(st, *pf.keyFile); err != nil {
+		return err
+	}
 	nodes, err := selectNodes(ctx, st, pos, *group, *all)
 	if err != nil {
 		return err
@@ -138,13 +143,16 @@ func runNodeWake(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
+	if err := withKey(st, *pf.keyFile); err != nil {
+		return err
+	}
 	nodes, err := selectNodes(ctx, st, pos, "", false)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, n := range nodes {
-		took, err := bootctl.Wake(ctx, st, pf.controller(), n, o, *wait)
+		took, err := bootctl.Wake(ctx, st, pf.controller(), n, o, *wait, "strata node wake")
 		if err != nil {
 			errs = append(errs, err)
 			fmt.Fprintf(stdout, "%s: FAILED: %v\n", n.Name, err)

@@ -40,6 +40,10 @@ type Options struct {
 	// that only exists (sleep). Env is added to its environment.
 	Node []string
 	Env  []string
+	// NetNS, when set, runs ipmi_sim (and Ipmitool) inside that network
+	// namespace (`ip netns exec`), on its loopback: for multi-host tests
+	// whose boot controller runs in a namespace (internal/netns).
+	NetNS string
 }
 
 // BMC is one running ipmi_sim.
@@ -48,6 +52,7 @@ type BMC struct {
 	Host           string
 	Port           int
 	User, Password string
+	NetNS          string
 
 	t     testing.TB
 	cmd   *exec.Cmd
@@ -100,7 +105,7 @@ func start(t testing.TB, o Options) (*BMC, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &BMC{Dir: dir, Host: o.Host, Port: o.Port, User: o.User, Password: o.Password, t: t, done: make(chan struct{})}
+	b := &BMC{Dir: dir, Host: o.Host, Port: o.Port, User: o.User, Password: o.Password, NetNS: o.NetNS, t: t, done: make(chan struct{})}
 	if err := b.writeConfig(o); err != nil {
 		return nil, err
 	}
@@ -189,7 +194,7 @@ func (b *BMC) run() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ipmi_sim", "-c", "lan.conf", "-f", "bmc.emu", "-s", filepath.Join(b.Dir, "state"))
+	cmd := b.command("ipmi_sim", "-c", "lan.conf", "-f", "bmc.emu", "-s", filepath.Join(b.Dir, "state"))
 	cmd.Dir = b.Dir
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -205,7 +210,7 @@ func (b *BMC) run() error {
 	go func() { cmd.Wait(); log.Close(); close(b.done) }() //nolint:errcheck // exit status is in the log
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if udpBound(b.Host, b.Port) {
+		if udpBound(cmd.Process.Pid, b.Host, b.Port) {
 			return nil
 		}
 		select {
@@ -292,15 +297,25 @@ func freeUDPPort(host string) (int, error) {
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
-// udpBound reports whether a UDP socket is bound at host:port, from
-// /proc/net/udp (addresses little-endian hex).
-func udpBound(host string, port int) bool {
+// command runs name inside the BMC's namespace, if it has one (ip netns
+// exec execs name, so the process started is name itself).
+func (b *BMC) command(name string, args ...string) *exec.Cmd {
+	if b.NetNS == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", b.NetNS, name}, args...)...)
+}
+
+// udpBound reports whether a UDP socket is bound at host:port in the
+// network namespace of process pid, from /proc/PID/net/udp (addresses
+// little-endian hex).
+func udpBound(pid int, host string, port int) bool {
 	ip := net.ParseIP(host).To4()
 	if ip == nil {
 		return false
 	}
 	want := fmt.Sprintf(" %02X%02X%02X%02X:%04X ", ip[3], ip[2], ip[1], ip[0], port)
-	raw, err := os.ReadFile("/proc/net/udp")
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", pid))
 	return err == nil && strings.Contains(string(raw), want)
 }
 
@@ -308,7 +323,11 @@ func udpBound(host string, port int) bool {
 // call waits ~10 s) and returns its output.
 func (b *BMC) Ipmitool(ctx context.Context, args ...string) (string, error) {
 	base := []string{"-I", "lanplus", "-C", "3", "-H", b.Host, "-p", strconv.Itoa(b.Port), "-U", b.User, "-P", b.Password}
-	out, err := exec.CommandContext(ctx, "ipmitool", append(base, args...)...).CombinedOutput()
+	argv := append([]string{"ipmitool"}, append(base, args...)...)
+	if b.NetNS != "" {
+		argv = append([]string{"ip", "netns", "exec", b.NetNS}, argv...)
+	}
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ipmitool %s: %w: %s", strings.Join(args, " "), err, out)
 	}

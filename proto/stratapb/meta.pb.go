@@ -4118,9 +4118,14 @@ func (x *BatchResponse) GetResults() []*BatchResult {
 
 // Membership changes of the raft voters, through the leader.
 type AddMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // raft server id of the new voter
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"` // its raft address
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // raft server id of the new voter
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"` // its raft address
+	// nonvoter adds the server as a non-voter (a raft learner): it receives
+	// the log and snapshots but is not part of the quorum until it is added
+	// again as a voter (which promotes it). The boot controller's watchdog
+	// lets a replacement catch up this way before it counts.
+	Nonvoter      bool `protobuf:"varint,100,opt,name=nonvoter,proto3" json:"nonvoter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4167,6 +4172,13 @@ func (x *AddMemberRequest) GetRaftAddr() string {
 		return x.RaftAddr
 	}
 	return ""
+}
+
+func (x *AddMemberRequest) GetNonvoter() bool {
+	if x != nil {
+		return x.Nonvoter
+	}
+	return false
 }
 
 type AddMemberResponse struct {
@@ -4601,10 +4613,11 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x05errno\x18\x02 \x01(\x05R\x05errno\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"A\n" +
 	"\rBatchResponse\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.strata.v1.BatchResultR\aresults\"?\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.strata.v1.BatchResultR\aresults\"[\n" +
 	"\x10AddMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\x13\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1a\n" +
+	"\bnonvoter\x18d \x01(\bR\bnonvoter\"\x13\n" +
 	"\x11AddMemberResponse\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
