@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"syscall"
@@ -54,6 +55,79 @@ func (c *Client) StoreContent(ctx context.Context, anchor *stratapb.Attr, r io.R
 	st, err := p.run(r)
 	if err != nil {
 		return nil, st, fmt.Errorf("client: store content: %w", err)
+	}
+	return out, st, nil
+}
+
+// StoreSmall stores many small contents at once (each at most one chunk
+// of anchor's policy): one lookup for all, one allocation for those not
+// stored yet, their writes in parallel. out[i] is the chunk commit of
+// datas[i]: nil for an empty or all-zero content (a hole), a shared
+// commit for content already stored or met earlier in datas, else a new
+// chunk. An importer of many small files pays a few round trips per
+// group instead of per file.
+func (c *Client) StoreSmall(ctx context.Context, anchor *stratapb.Attr, datas [][]byte) ([]*stratapb.ChunkCommit, DedupStats, error) {
+	var st DedupStats
+	cs, err := fileChunkSize("store content", anchor)
+	if err != nil {
+		return nil, st, err
+	}
+	var todo []*dedupChunk
+	var at []int // todo[j] is datas[at[j]]
+	for i, d := range datas {
+		if int64(len(d)) > cs {
+			return nil, st, fmt.Errorf("client: store content: %d bytes exceed one chunk (%d): %w", len(d), cs, syscall.EINVAL)
+		}
+		st.Logical += int64(len(d))
+		if len(d) == 0 || isZero(d) {
+			st.Holes += min(len(d), 1)
+			continue
+		}
+		sum := sha256.Sum256(d)
+		todo = append(todo, &dedupChunk{buf: &datas[i], size: len(d), hash: sum[:]})
+		at = append(at, i)
+	}
+	hashes := make([][]byte, len(todo))
+	for j, dc := range todo {
+		hashes[j] = dc.hash
+	}
+	found, err := c.LookupChunks(ctx, hashes)
+	if err != nil {
+		return nil, st, err
+	}
+	out := make([]*stratapb.ChunkCommit, len(datas))
+	first := map[string]bool{}
+	var write []*dedupChunk
+	var writeAt []int
+	for j, dc := range todo {
+		switch {
+		case found[j] != nil:
+			out[at[j]] = sharedCommit(dc, found[j].GetId())
+		case first[string(dc.hash)]:
+			out[at[j]] = sharedCommit(dc, 0) // id filled once written
+		default:
+			first[string(dc.hash)] = true
+			write, writeAt = append(write, dc), append(writeAt, at[j])
+		}
+		st.Chunks++
+	}
+	written, err := c.writeDedupChunks(ctx, anchor.GetIno(), write)
+	if err != nil {
+		return nil, st, fmt.Errorf("client: store content: %w", err)
+	}
+	byHash := map[string]uint64{}
+	for k, ch := range written {
+		out[writeAt[k]] = &stratapb.ChunkCommit{Chunk: ch}
+		byHash[string(ch.GetHash())] = ch.GetId()
+		st.Written += int64(ch.GetSize())
+	}
+	for _, cc := range out {
+		if cc != nil && cc.Shared {
+			st.Shared++
+			if cc.Chunk.Id == 0 {
+				cc.Chunk.Id = byHash[string(cc.Chunk.Hash)]
+			}
+		}
 	}
 	return out, st, nil
 }

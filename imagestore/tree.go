@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -43,6 +44,13 @@ type treeWriter struct {
 	pool  *pool
 	stats importStats
 
+	// Small files are stored a group at a time (StoreSmall: one lookup
+	// and one allocation per group); groups run on their own pool.
+	group      []*planned
+	groupBytes int64
+	sinceGroup int // entries sent since the group's first file
+	groups     *pool
+
 	// The committer's own: paths made in earlier batches -> inode.
 	inos map[string]uint64
 }
@@ -70,6 +78,15 @@ const (
 	batchBytes   = 2 << 20
 	// anchorName is the scratch file of an import, in its staging tree.
 	anchorName = ".import-anchor"
+	// Files up to groupFile bytes are stored in groups of up to
+	// groupFiles files or groupBytes bytes, groupWorkers groups at once.
+	// A group is also sent when groupSpan entries followed its first
+	// file (the committer waits for that file).
+	groupFile    = 1 << 20
+	groupFiles   = 256
+	groupBytes   = 8 << 20
+	groupWorkers = 4
+	groupSpan    = 512
 )
 
 func newTreeWriter(ctx context.Context, s *Store, staging, root uint64, workers int) (*treeWriter, error) {
@@ -80,12 +97,13 @@ func newTreeWriter(ctx context.Context, s *Store, staging, root uint64, workers 
 	ctx, cancel := context.WithCancel(ctx)
 	w := &treeWriter{
 		s: s, ctx: ctx, cancel: cancel, staging: staging, root: root, anchor: anchor,
-		seen:  map[string]Kind{"": KindDir},
-		final: make(map[string]*Entry),
-		queue: make(chan *planned, 2*batchEntries),
-		done:  make(chan struct{}),
-		pool:  newPool(ctx, workers),
-		inos:  map[string]uint64{"": root},
+		seen:   map[string]Kind{"": KindDir},
+		final:  make(map[string]*Entry),
+		queue:  make(chan *planned, 2*batchEntries),
+		done:   make(chan struct{}),
+		pool:   newPool(ctx, workers),
+		groups: newPool(ctx, groupWorkers),
+		inos:   map[string]uint64{"": root},
 	}
 	go func() {
 		defer close(w.done)
@@ -106,7 +124,7 @@ func (w *treeWriter) err() error {
 	if p := w.cerr.Load(); p != nil {
 		c = *p
 	}
-	errs := []error{c, w.pool.err()}
+	errs := []error{c, w.pool.err(), w.groups.err()}
 	for _, err := range errs {
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
@@ -144,6 +162,9 @@ func (w *treeWriter) add(src Source, e *Entry) error {
 	p := &planned{e: e}
 	if e.Kind == KindRegular && e.Size > 0 {
 		p.stored = make(chan struct{})
+		if e.Size <= w.smallMax() && (e.Data != nil || src.Detached()) {
+			return w.addSmall(p)
+		}
 		if e.Data == nil && !src.Detached() {
 			if w.store(p); p.err != nil { // the data can only be read now
 				return p.err
@@ -161,6 +182,11 @@ func (w *treeWriter) add(src Source, e *Entry) error {
 }
 
 func (w *treeWriter) send(p *planned) error {
+	if len(w.group) > 0 {
+		if w.sinceGroup++; w.sinceGroup >= groupSpan {
+			w.flushGroup()
+		}
+	}
 	select {
 	case w.queue <- p:
 		return nil
@@ -170,6 +196,102 @@ func (w *treeWriter) send(p *planned) error {
 		}
 		return w.ctx.Err()
 	}
+}
+
+// smallMax is the largest file stored in a group: one chunk at most.
+func (w *treeWriter) smallMax() int64 {
+	return min(groupFile, int64(w.anchor.GetPolicy().GetChunkSize()))
+}
+
+// addSmall puts a small file in the current group, sending the group
+// when it is full.
+func (w *treeWriter) addSmall(p *planned) error {
+	if len(w.group) == 0 {
+		w.sinceGroup = 0
+	}
+	w.group = append(w.group, p)
+	w.groupBytes += p.e.Size
+	if len(w.group) >= groupFiles || w.groupBytes >= groupBytes {
+		w.flushGroup()
+	}
+	return w.send(p)
+}
+
+func (w *treeWriter) flushGroup() {
+	g := w.group
+	w.group, w.groupBytes = nil, 0
+	if len(g) == 0 {
+		return
+	}
+	w.groups.Go(func() error {
+		err := w.storeGroup(g)
+		if err != nil {
+			w.cancel() // the committer waits for these files: stop it
+		}
+		return err
+	})
+}
+
+// storeGroup reads a group of small files and stores their data in one
+// StoreSmall; a file that grew past one chunk since it was listed is
+// stored on its own.
+func (w *treeWriter) storeGroup(g []*planned) (err error) {
+	defer func() {
+		for _, p := range g {
+			if err != nil && p.err == nil {
+				p.err = err
+			}
+			close(p.stored)
+		}
+	}()
+	datas, alone := make([][]byte, len(g)), make([]bool, len(g))
+	for i, p := range g {
+		if datas[i], err = readData(p.e); err != nil {
+			return err
+		}
+		if int64(len(datas[i])) > w.smallMax() { // it grew since it was listed
+			chunks, st, err := w.s.cl.StoreContent(w.ctx, w.anchor, bytes.NewReader(datas[i]))
+			if err != nil {
+				return fmt.Errorf("imagestore: %s %q: %w", p.e.Kind, p.e.Path, err)
+			}
+			p.chunks, p.size, datas[i], alone[i] = chunks, st.Logical, nil, true
+			w.stats.bytes.Add(st.Logical)
+			w.stats.stored.Add(st.Written)
+		}
+	}
+	out, st, err := w.s.cl.StoreSmall(w.ctx, w.anchor, datas)
+	if err != nil {
+		return fmt.Errorf("imagestore: store %d small files (%q...): %w", len(g), g[0].e.Path, err)
+	}
+	for i, p := range g {
+		if alone[i] {
+			continue // stored on its own above
+		}
+		p.size = int64(len(datas[i]))
+		if out[i] != nil {
+			p.chunks = []*stratapb.ChunkCommit{out[i]}
+		}
+	}
+	w.stats.bytes.Add(st.Logical)
+	w.stats.stored.Add(st.Written)
+	return nil
+}
+
+// readData returns the whole data of a small regular file.
+func readData(e *Entry) ([]byte, error) {
+	if e.Data != nil {
+		return e.Data, nil
+	}
+	r, err := e.Open()
+	if err != nil {
+		return nil, fmt.Errorf("imagestore: %s %q: %w", e.Kind, e.Path, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("imagestore: %s %q: %w", e.Kind, e.Path, err)
+	}
+	return b, nil
 }
 
 // parentOf returns the directory part of a clean image path ("" for the
@@ -205,7 +327,7 @@ func (w *treeWriter) store(p *planned) {
 	defer close(p.stored)
 	var r io.ReadCloser
 	if p.e.Data != nil {
-		r = io.NopCloser(strings.NewReader(string(p.e.Data)))
+		r = io.NopCloser(bytes.NewReader(p.e.Data))
 	} else if r, p.err = p.e.Open(); p.err != nil {
 		p.err = fmt.Errorf("imagestore: %s %q: %w", p.e.Kind, p.e.Path, p.err)
 		return
@@ -333,7 +455,8 @@ func (w *treeWriter) entryFor(p *planned, b *batch) (*stratapb.ImportEntry, erro
 // directories' own attributes (in batches: no later step changes them)
 // and removes the scratch file.
 func (w *treeWriter) complete() error {
-	poolErr := w.pool.Wait()
+	w.flushGroup()
+	poolErr := errors.Join(w.pool.Wait(), w.groups.Wait())
 	close(w.queue)
 	<-w.done
 	if err := w.err(); err != nil {
@@ -374,6 +497,7 @@ func (w *treeWriter) complete() error {
 func (w *treeWriter) abort() {
 	w.cancel()
 	w.pool.Wait()
+	w.groups.Wait()
 	close(w.queue)
 	<-w.done
 }
