@@ -51,8 +51,13 @@ type treeWriter struct {
 	sinceGroup int // entries sent since the group's first file
 	groups     *pool
 
-	// The committer's own: paths made in earlier batches -> inode.
+	// Contents stored by this import (contents.go).
+	contents contentTable
+
+	// The committer's own: paths made in earlier batches -> inode, and
+	// the chunk each content was committed as.
 	inos map[string]uint64
+	regd map[string]uint64
 }
 
 // importStats are counted as the import goes, for the progress bar and
@@ -104,6 +109,7 @@ func newTreeWriter(ctx context.Context, s *Store, staging, root uint64, workers 
 		pool:   newPool(ctx, workers),
 		groups: newPool(ctx, groupWorkers),
 		inos:   map[string]uint64{"": root},
+		regd:   map[string]uint64{},
 	}
 	go func() {
 		defer close(w.done)
@@ -232,68 +238,6 @@ func (w *treeWriter) flushGroup() {
 	})
 }
 
-// storeGroup reads a group of small files and stores their data in one
-// StoreSmall; a file that grew past one chunk since it was listed is
-// stored on its own.
-func (w *treeWriter) storeGroup(g []*planned) (err error) {
-	defer func() {
-		for _, p := range g {
-			if err != nil && p.err == nil {
-				p.err = err
-			}
-			close(p.stored)
-		}
-	}()
-	datas, alone := make([][]byte, len(g)), make([]bool, len(g))
-	for i, p := range g {
-		if datas[i], err = readData(p.e); err != nil {
-			return err
-		}
-		if int64(len(datas[i])) > w.smallMax() { // it grew since it was listed
-			chunks, st, err := w.s.cl.StoreContent(w.ctx, w.anchor, bytes.NewReader(datas[i]))
-			if err != nil {
-				return fmt.Errorf("imagestore: %s %q: %w", p.e.Kind, p.e.Path, err)
-			}
-			p.chunks, p.size, datas[i], alone[i] = chunks, st.Logical, nil, true
-			w.stats.bytes.Add(st.Logical)
-			w.stats.stored.Add(st.Written)
-		}
-	}
-	out, st, err := w.s.cl.StoreSmall(w.ctx, w.anchor, datas)
-	if err != nil {
-		return fmt.Errorf("imagestore: store %d small files (%q...): %w", len(g), g[0].e.Path, err)
-	}
-	for i, p := range g {
-		if alone[i] {
-			continue // stored on its own above
-		}
-		p.size = int64(len(datas[i]))
-		if out[i] != nil {
-			p.chunks = []*stratapb.ChunkCommit{out[i]}
-		}
-	}
-	w.stats.bytes.Add(st.Logical)
-	w.stats.stored.Add(st.Written)
-	return nil
-}
-
-// readData returns the whole data of a small regular file.
-func readData(e *Entry) ([]byte, error) {
-	if e.Data != nil {
-		return e.Data, nil
-	}
-	r, err := e.Open()
-	if err != nil {
-		return nil, fmt.Errorf("imagestore: %s %q: %w", e.Kind, e.Path, err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("imagestore: %s %q: %w", e.Kind, e.Path, err)
-	}
-	return b, nil
-}
-
 // parentOf returns the directory part of a clean image path ("" for the
 // root's children).
 func parentOf(p string) string {
@@ -338,6 +282,7 @@ func (w *treeWriter) store(p *planned) {
 		p.err = fmt.Errorf("imagestore: %s %q: %w", p.e.Kind, p.e.Path, err)
 		return
 	}
+	w.contents.wrote(chunks)
 	p.chunks, p.size = chunks, st.Logical
 	w.stats.bytes.Add(st.Logical)
 	w.stats.stored.Add(st.Written)
@@ -366,6 +311,7 @@ func (w *treeWriter) commitLoop() error {
 			if p.err != nil {
 				return p.err
 			}
+			w.settle(p.chunks)
 		}
 		ie, err := w.entryFor(p, b)
 		if err != nil {
