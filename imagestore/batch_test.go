@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,9 +17,9 @@ import (
 func TestImportManyEntriesInBatches(t *testing.T) {
 	s, cl := newStore(t)
 	root := filepath.Join(t.TempDir(), "tree")
-	const files = 1100 // > batchEntries (1024), > groupFiles (256)
+	const files = 400 // batches of 64 entries, groups of 16 files (below)
 	for i := range files {
-		p := filepath.Join(root, fmt.Sprintf("d%02d/sub%d/f%04d", i%40, i%3, i))
+		p := filepath.Join(root, fmt.Sprintf("d%02d/sub%d/f%04d", i%8, i%3, i))
 		must(t, os.MkdirAll(filepath.Dir(p), 0o750))
 		var data []byte
 		switch {
@@ -27,11 +28,11 @@ func TestImportManyEntriesInBatches(t *testing.T) {
 		case i%89 == 0:
 			data = make([]byte, 3000) // all zeros: a hole
 		default:
-			data = []byte(fmt.Sprintf("content %d\n", i%150)) // each content ~7 times
+			data = []byte(fmt.Sprintf("content %d\n", i%50)) // each content ~8 times
 		}
 		must(t, os.WriteFile(p, data, 0o640))
 		must(t, os.Chown(p, i%7, i%5))
-		if i%400 == 1 {
+		if i%150 == 1 {
 			must(t, os.Link(p, filepath.Join(root, fmt.Sprintf("late-link-%d", i))))
 		}
 	}
@@ -41,19 +42,32 @@ func TestImportManyEntriesInBatches(t *testing.T) {
 	}
 	must(t, os.WriteFile(filepath.Join(root, "big"), big, 0o600))
 	want := describeLocal(t, root)
-	res := importPath(t, s, "many:dir", root)
+	limits := ImportOptions{limits: batchLimits{batchEntries: 64, groupFiles: 16}}
+	res := importWith(t, s, "many:dir", root, limits)
 	if got := describeStrata(t, cl, imagePath(mustRef(t, "many:dir"))+"/rootfs"); got != want {
 		t.Fatalf("image differs from the source\n--- image:\n%.3000s\n--- source:\n%.3000s", got, want)
 	}
-	// 150 small contents of ~12 bytes and the big file: nothing more.
-	if limit := int64(len(big)) + 150*16; res.Stored > limit {
+	// 50 small contents of ~12 bytes and the big file: nothing more.
+	if limit := int64(len(big)) + 50*16; res.Stored > limit {
 		t.Errorf("stored %d bytes, at most %d expected (dedup inside the import)", res.Stored, limit)
 	}
-	again := importPath(t, s, "many:tar", tarball(t, root, ""))
+	again := importWith(t, s, "many:tar", tarball(t, root, ""), limits)
 	if again.Stored != 0 {
 		t.Errorf("the same tree again as a tarball stored %d bytes", again.Stored)
 	}
 	if got := describeStrata(t, cl, imagePath(mustRef(t, "many:tar"))+"/rootfs"); got != want {
 		t.Fatal("tarball image differs from the source")
 	}
+}
+
+func importWith(t *testing.T, s *Store, ref, src string, opts ImportOptions) *ImportResult {
+	t.Helper()
+	source, err := OpenSource(src)
+	must(t, err)
+	defer source.Close()
+	res, err := s.Import(context.Background(), mustRef(t, ref), source, opts)
+	if err != nil {
+		t.Fatalf("import %s from %s: %v", ref, src, err)
+	}
+	return res
 }

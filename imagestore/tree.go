@@ -51,6 +51,7 @@ type treeWriter struct {
 	sinceGroup int // entries sent since the group's first file
 	groups     *pool
 
+	limits batchLimits
 	// Contents stored by this import (contents.go).
 	contents contentTable
 
@@ -94,7 +95,13 @@ const (
 	groupSpan    = 512
 )
 
-func newTreeWriter(ctx context.Context, s *Store, staging, root uint64, workers int) (*treeWriter, error) {
+// batchLimits are the sizes of batches and groups (smaller in tests, to
+// cross their boundaries with small trees).
+type batchLimits struct {
+	batchEntries, groupFiles int
+}
+
+func newTreeWriter(ctx context.Context, s *Store, staging, root uint64, workers int, limits batchLimits) (*treeWriter, error) {
 	anchor, _, err := s.cl.CreateAt(ctx, staging, anchorName, 0o600, rootOwner, client.CreateOptions{Exclusive: true})
 	if err != nil {
 		return nil, fmt.Errorf("imagestore: import scratch file: %w", err)
@@ -102,6 +109,7 @@ func newTreeWriter(ctx context.Context, s *Store, staging, root uint64, workers 
 	ctx, cancel := context.WithCancel(ctx)
 	w := &treeWriter{
 		s: s, ctx: ctx, cancel: cancel, staging: staging, root: root, anchor: anchor,
+		limits: batchLimits{batchEntries: cmp.Or(limits.batchEntries, batchEntries), groupFiles: cmp.Or(limits.groupFiles, groupFiles)},
 		seen:   map[string]Kind{"": KindDir},
 		final:  make(map[string]*Entry),
 		queue:  make(chan *planned, 2*batchEntries),
@@ -217,7 +225,7 @@ func (w *treeWriter) addSmall(p *planned) error {
 	}
 	w.group = append(w.group, p)
 	w.groupBytes += p.e.Size
-	if len(w.group) >= groupFiles || w.groupBytes >= groupBytes {
+	if len(w.group) >= w.limits.groupFiles || w.groupBytes >= groupBytes {
 		w.flushGroup()
 	}
 	return w.send(p)
@@ -318,7 +326,7 @@ func (w *treeWriter) commitLoop() error {
 			return err
 		}
 		size := proto.Size(ie)
-		if len(b.entries) >= batchEntries || b.bytes+size > batchBytes && len(b.entries) > 0 {
+		if len(b.entries) >= w.limits.batchEntries || b.bytes+size > batchBytes && len(b.entries) > 0 {
 			if err := w.flush(b); err != nil {
 				return err
 			}
@@ -422,7 +430,7 @@ func (w *treeWriter) complete() error {
 		}
 		b.entries = append(b.entries, &stratapb.ImportEntry{SetAttrIno: ino, Mode: e.Mode, Uid: e.Uid, Gid: e.Gid, MtimeNs: e.MtimeNs, Xattrs: e.Xattrs})
 		b.paths = append(b.paths, dp)
-		if len(b.entries) >= batchEntries {
+		if len(b.entries) >= w.limits.batchEntries {
 			if err := w.flush(b); err != nil {
 				return err
 			}
