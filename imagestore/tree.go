@@ -378,10 +378,11 @@ func (w *treeWriter) entryFor(p *planned, b *batch) (*stratapb.ImportEntry, erro
 	}
 	switch e.Kind {
 	case KindDir:
+		// e is the source's own entry when it came before the
+		// directory's children, else a placeholder; the last batch sets
+		// the attributes again either way (w.final is the adder's, not
+		// to be read here).
 		ie.Type = stratapb.FileType_DIRECTORY
-		if f := w.final[e.Path]; f != nil {
-			ie.Mode, ie.Uid, ie.Gid, ie.Xattrs = f.Mode, f.Uid, f.Gid, f.Xattrs
-		}
 	case KindRegular:
 		ie.Type, ie.Size, ie.Chunks = stratapb.FileType_REGULAR, uint64(p.size), p.chunks
 	case KindSymlink:
