@@ -31,6 +31,9 @@ type dedupPipe struct {
 	slots   chan struct{} // chunk buffers alive
 	uploads chan struct{} // chunk uploads in flight
 	st      DedupStats    // the committer's
+	// collect, when set, receives the commits instead of the file
+	// (StoreContent: the caller commits them itself).
+	collect *[]*stratapb.ChunkCommit
 }
 
 // pendingBatch is a looked-up batch whose uploads may still be running.
@@ -231,6 +234,11 @@ func (p *dedupPipe) commit(pb *pendingBatch) error {
 		return opErr(p.ctx, "dedup write", inodeTarget(p.ino), err)
 	}
 	fresh := fillShared(pb.shared, pb.written)
+	if p.collect != nil {
+		*p.collect = append(append(*p.collect, fresh...), pb.shared...)
+		p.st.add(pb.chunks, pb.written, len(pb.shared))
+		return nil
+	}
 	last := pb.chunks[len(pb.chunks)-1]
 	end := last.index*uint64(p.cs) + uint64(last.size)
 	_, err := p.c.commit(p.ctx, p.ino, append(fresh, pb.shared...), end)

@@ -85,6 +85,12 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.Ent
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	n.mu.Lock()
+	fa := n.fattr
+	n.mu.Unlock()
+	if fa != nil {
+		return []byte(fa.GetSymlinkTarget()), 0
+	}
 	a, err := n.m.cl.GetAttr(ctx, n.ino())
 	if err != nil {
 		return nil, n.m.errno("readlink", n.ino(), err)
@@ -161,7 +167,13 @@ func (n *node) renameOverOpen(ctx context.Context, name string, np *node, newNam
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ctx = uninterruptible(ctx)
-	entries, err := n.m.cl.ReadDirAt(ctx, n.ino(), false)
+	var entries []*stratapb.DirEntry
+	var err error
+	if n.isFrozen() {
+		entries, err = n.readdirFrozen(ctx)
+	} else {
+		entries, err = n.m.cl.ReadDirAt(ctx, n.ino(), false)
+	}
 	if err != nil {
 		return nil, n.m.errno("readdir", n.ino(), err)
 	}

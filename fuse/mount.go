@@ -121,6 +121,9 @@ type FS struct {
 	server     *gofuse.Server
 
 	locks *lockSession
+	// frozen keeps what the mount learns of frozen trees; only read-only
+	// (image) mounts have one (imagecache.go).
+	frozen *frozenCache
 
 	statfsMu sync.Mutex
 	statfs   client.FSStats
@@ -156,10 +159,17 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 	m := &FS{cl: cl, opts: opts, mountpoint: mp,
 		log: opts.Logger.With("component", "fuse", "mountpoint", mp)}
 	m.locks = newLockSession(m, opts.LockTTL)
+	if opts.ReadOnly {
+		m.frozen = newFrozenCache(cl)
+	}
 	root := &node{m: m}
 	root.setChunkSize(rootAttr)
+	if rootAttr.GetFrozen() && m.frozen != nil {
+		root.fattr = rootAttr
+	}
 	server, err := m.serve(mp, root)
 	if err != nil {
+		m.closeFrozen()
 		return nil, fmt.Errorf("fuse: mount %s: %w", mp, err)
 	}
 	m.server = server
@@ -209,6 +219,8 @@ func (m *FS) fsOptions() *fs.Options {
 	}
 	if m.opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
+		// An image's symlinks never change: the kernel may keep them.
+		mo.EnableSymlinkCaching = true
 	}
 	return &fs.Options{
 		MountOptions: mo,
@@ -229,6 +241,7 @@ func (m *FS) Unmount() error {
 		return fmt.Errorf("fuse: unmount %s: %w", m.mountpoint, err)
 	}
 	m.locks.close()
+	m.closeFrozen()
 	m.log.Info("unmounted")
 	return nil
 }
@@ -238,6 +251,13 @@ func (m *FS) Unmount() error {
 func (m *FS) Wait() {
 	m.server.Wait()
 	m.locks.close()
+	m.closeFrozen()
+}
+
+func (m *FS) closeFrozen() {
+	if m.frozen != nil {
+		m.frozen.close()
+	}
 }
 
 // checkDevice fails early, with a hint, where FUSE cannot work at all.

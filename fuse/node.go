@@ -44,6 +44,12 @@ type node struct {
 	// gen counts changes this mount made to the file's data (writes sent,
 	// truncates): a handle's readahead drops chunks fetched before one.
 	gen atomic.Uint64
+	// fattr is the attributes of an inode of a frozen tree on a read-only
+	// mount (nil otherwise): they never change, so they answer getattr
+	// and readlink. kids is a listed frozen directory's children by name
+	// (see imagecache.go).
+	fattr *stratapb.Attr
+	kids  map[string]*stratapb.Attr
 }
 
 var (
@@ -125,6 +131,9 @@ func (n *node) fillAttr(a *stratapb.Attr, out *gofuse.Attr) {
 		nlink-- // the hidden name is not a link the program knows of
 	}
 	n.shownSize, n.shownMtime, n.shown = a.GetSize(), a.GetMtimeNs(), true
+	if a.GetFrozen() && n.m.frozen != nil {
+		n.fattr = a
+	}
 	n.mu.Unlock()
 
 	out.Ino = a.GetIno()
@@ -158,6 +167,12 @@ func owner(ctx context.Context) client.Owner {
 
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	if a, known := n.frozenKid(name); known {
+		if a == nil {
+			return nil, syscall.ENOENT
+		}
+		return n.child(ctx, a, out), 0
+	}
 	a, err := n.m.cl.Lookup(ctx, n.ino(), name)
 	if err != nil {
 		return nil, n.m.errno("lookup", n.ino(), err)
@@ -167,6 +182,13 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	n.mu.Lock()
+	fa := n.fattr
+	n.mu.Unlock()
+	if fa != nil {
+		n.fillAttr(fa, &out.Attr)
+		return 0
+	}
 	a, err := n.m.cl.GetAttr(ctx, n.ino())
 	if err != nil {
 		return n.m.fileErrno("getattr", n.ino(), err)

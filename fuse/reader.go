@@ -61,11 +61,20 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (int, error) 
 }
 
 func (r *reader) direct(ctx context.Context, dest []byte, off int64) (int, error) {
-	cnt, err := r.n.m.cl.ReadAt(ctx, r.n.ino(), dest, off)
+	cnt, err := r.n.readAt(ctx, dest, off)
 	if errors.Is(err, io.EOF) {
 		err = nil
 	}
 	return cnt, err
+}
+
+// readAt reads the file from Strata: a frozen file through its kept chunk
+// list (imagecache.go), any other asking for the chunks it reads.
+func (n *node) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if n.isFrozen() {
+		return n.m.frozen.readAt(ctx, n.ino(), p, off)
+	}
+	return n.m.cl.ReadAt(ctx, n.ino(), p, off)
 }
 
 // plan classifies a read and returns the file's chunk size and how many
@@ -162,7 +171,7 @@ func (r *reader) startLocked(idx, cs int64, gen uint64) *aheadChunk {
 		defer close(ch.done)
 		defer cancel()
 		buf := make([]byte, cs)
-		cnt, err := r.n.m.cl.ReadAt(ctx, r.n.ino(), buf, idx*cs)
+		cnt, err := r.n.readAt(ctx, buf, idx*cs)
 		if errors.Is(err, io.EOF) {
 			err = nil
 		}

@@ -19,6 +19,8 @@ type ImportOptions struct {
 	Progress io.Writer
 	// Workers is how many files are written at once (default 32).
 	Workers int
+	// limits: zero for the defaults; tests make them small.
+	limits batchLimits
 }
 
 // defaultWorkers is how many entries an import writes at once. Small files
@@ -126,7 +128,10 @@ func (s *Store) buildTree(ctx context.Context, staging uint64, src Source, opts 
 	if workers <= 0 {
 		workers = defaultWorkers
 	}
-	w := newTreeWriter(ctx, s, rootfs.GetIno(), workers)
+	w, err := newTreeWriter(ctx, s, staging, rootfs.GetIno(), workers, opts.limits)
+	if err != nil {
+		return err
+	}
 	bar := startProgress(opts.Progress, src, &w.stats)
 	err = copyTree(src, w)
 	bar.Stop()
@@ -184,7 +189,7 @@ func copyTree(src Source, w *treeWriter) error {
 			err = w.add(src, e)
 		}
 		if err != nil {
-			w.pool.Wait() // let running writes end before the caller cleans up
+			w.abort() // let running writes end before the caller cleans up
 			return err
 		}
 	}
