@@ -61,6 +61,8 @@ type Store struct {
 	// controllers never update one record at once because only the lease
 	// holder runs switches (operators' CLI edits are last-writer-wins).
 	mu sync.Mutex
+	// Audit records node adds, removals and changes (audit.go).
+	Audit Audit
 }
 
 // NewStore returns the inventory of the cluster c talks to.

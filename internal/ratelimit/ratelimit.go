@@ -170,4 +170,3 @@ func Middleware(l *Limiter, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
