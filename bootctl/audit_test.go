@@ -16,7 +16,9 @@ import (
 
 type noImages struct{}
 
-func (noImages) HasImage(_ context.Context, ref string) (bool, error) { return ref == "img:1" || ref == "img:2", nil }
+func (noImages) HasImage(_ context.Context, ref string) (bool, error) {
+	return ref == "img:1" || ref == "img:2", nil
+}
 
 // readAudit parses the audit log at path into records.
 func readAudit(t *testing.T, path string) []map[string]any {
