@@ -7,8 +7,11 @@ PROTOC_VERSION             := 3.21.12
 TEST_TIMEOUT ?= 25m
 BENCH     ?= .
 BENCHTIME ?= 1x
+# Per fuzz target: TEST_FUZZTIME in `make test`, FUZZTIME in `make fuzz`.
+TEST_FUZZTIME ?= 5s
+FUZZTIME  ?= 2m
 
-.PHONY: all build dev test test-quick deps bench proto proto-check lint clean
+.PHONY: all build dev test test-quick deps bench proto proto-check lint clean fuzz
 
 all: build
 
@@ -28,6 +31,8 @@ test: deps
 	# Self-healing at the issue's full size (2 GiB), without the race
 	# detector, which would make it take far too long on 2 cores.
 	STRATA_HEAL_BIG=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestHealKillThreeOneAtATime' ./metaserver
+	# Every fuzz target for a few seconds each (hostile input; ~1.5 min).
+	FUZZTIME=$(TEST_FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 # The same without the race detector: about three times faster.
 test-quick: deps
@@ -62,3 +67,8 @@ clean:
 .PHONY: e2e
 e2e: deps
 	STRATA_E2E=1 $(GO) test -count=1 -v -run 'TestE2E' -timeout 30m ./cmd/strata
+
+# Every fuzz target for FUZZTIME each (default 2m; e.g. FUZZTIME=30m).
+# Crashers land in the package's testdata/fuzz/FuzzX/ (commit them once fixed).
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh

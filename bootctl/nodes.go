@@ -10,7 +10,8 @@ import (
 // AddNode stores a new node. Its name and each of its MACs are claimed by
 // exclusive creates, so a duplicate name or MAC is refused even when two
 // operators add at once; on any failure the claims made so far are undone.
-func (s *Store) AddNode(ctx context.Context, n Node) error {
+func (s *Store) AddNode(ctx context.Context, n Node) (err error) {
+	defer func() { s.Audit.node(ctx, "node.add", n, err) }()
 	if err := n.Validate(); err != nil {
 		return err
 	}
@@ -171,9 +172,11 @@ func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 }
 
 // RemoveNode deletes a node and frees its MACs.
-func (s *Store) RemoveNode(ctx context.Context, name string) error {
-	n, err := s.GetNode(ctx, name)
-	if err != nil {
+func (s *Store) RemoveNode(ctx context.Context, name string) (err error) {
+	n := Node{Name: name}
+	defer func() { s.Audit.node(ctx, "node.rm", n, err) }()
+	if n, err = s.GetNode(ctx, name); err != nil {
+		n.Name = name
 		return err
 	}
 	s.mu.Lock()
@@ -189,7 +192,13 @@ func (s *Store) RemoveNode(ctx context.Context, name string) error {
 // UpdateNode applies fn to node name and stores the result. New MACs are
 // claimed before the record changes and dropped ones freed after, so a MAC
 // is never owned by two nodes. The name cannot change.
-func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*Node) error) (Node, error) {
+func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*Node) error) (out Node, err error) {
+	defer func() {
+		if out.Name == "" {
+			out.Name = name
+		}
+		s.Audit.node(ctx, "node.set", out, err)
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, err := s.GetNode(ctx, name)

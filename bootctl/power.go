@@ -20,6 +20,8 @@ type PowerOptions struct {
 	RetryDelay  time.Duration // between attempts (default 500 ms)
 	// PXE sets the boot device to PXE before on and cycle.
 	PXE bool
+	// Audit records every node's power action (audit.go).
+	Audit Audit
 }
 
 func (o PowerOptions) withDefaults() PowerOptions {
@@ -102,6 +104,7 @@ func powerOne(ctx context.Context, pc PowerController, n Node, a Action, o Power
 	} else {
 		log.Info("power action done", "node", n.Name, "action", a, "state", r.State, "took", r.Took)
 	}
+	o.Audit.power(ctx, n, r)
 	return r
 }
 

@@ -63,6 +63,8 @@ type Store struct {
 	mu sync.Mutex
 	// key opens and seals BMC passwords (nil: they stay sealed).
 	key *Key
+	// Audit records node adds, removals and changes (audit.go).
+	Audit Audit
 }
 
 // SetKey gives the store the key of the BMC passwords: nodes read through

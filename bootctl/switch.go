@@ -44,6 +44,7 @@ type Switcher struct {
 	Power  PowerController
 	Images ImageCatalog
 	Log    *slog.Logger
+	Audit  Audit // records each switch and rollback (power actions: SwitchOptions.Power.Audit)
 }
 
 // ErrNoSuchImage is the error of a switch to an image that does not exist.
@@ -54,8 +55,13 @@ var ErrNoSuchImage = errors.New("bootctl: image does not exist")
 // Concurrency at a time, and waits for each to check in with the new
 // generation, retrying a node that does not. A missing image or a bad
 // configuration is refused before anything changes.
-func (sw *Switcher) Switch(ctx context.Context, group string, cfg GroupConfig, o SwitchOptions) (Group, []NodeSwitch, error) {
-	g, err := sw.Store.GetGroup(ctx, group)
+func (sw *Switcher) Switch(ctx context.Context, group string, cfg GroupConfig, o SwitchOptions) (g Group, res []NodeSwitch, err error) {
+	defer func() {
+		if !o.DryRun {
+			sw.Audit.group(ctx, "group.switch", group, auditConfig(g, cfg, err), res, err)
+		}
+	}()
+	g, err = sw.Store.GetGroup(ctx, group)
 	if err != nil {
 		return Group{}, nil, err
 	}
@@ -75,8 +81,13 @@ func (sw *Switcher) Switch(ctx context.Context, group string, cfg GroupConfig, o
 }
 
 // Rollback returns the group to its previous configuration in one step.
-func (sw *Switcher) Rollback(ctx context.Context, group string, o SwitchOptions) (Group, []NodeSwitch, error) {
-	g, err := sw.Store.GetGroup(ctx, group)
+func (sw *Switcher) Rollback(ctx context.Context, group string, o SwitchOptions) (g Group, res []NodeSwitch, err error) {
+	defer func() {
+		if !o.DryRun {
+			sw.Audit.group(ctx, "group.rollback", group, g.Config, res, err)
+		}
+	}()
+	g, err = sw.Store.GetGroup(ctx, group)
 	if err != nil {
 		return Group{}, nil, err
 	}
@@ -87,6 +98,15 @@ func (sw *Switcher) Rollback(ctx context.Context, group string, o SwitchOptions)
 		return g, nil, err
 	}
 	return sw.apply(ctx, g, o, func() (Group, error) { return sw.Store.Rollback(ctx, group) })
+}
+
+// auditConfig is the configuration a switch record names: the one
+// recorded if the switch got that far, else the one asked for.
+func auditConfig(g Group, asked GroupConfig, err error) GroupConfig {
+	if err == nil {
+		return g.Config
+	}
+	return asked
 }
 
 func (sw *Switcher) checkImage(ctx context.Context, ref string) error {

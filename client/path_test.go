@@ -168,3 +168,33 @@ func testSymlinkHopLimit(t *testing.T, e *env) {
 		prev = link
 	}
 }
+
+// FuzzSplitPath checks the user path rules against a model: a path
+// splitPath accepts is absolute, its components are real names (no "",
+// ".", "..", '/', NUL, none over 255 bytes) and it never climbs above the
+// root; anything else is a clear EINVAL or ENAMETOOLONG.
+func FuzzSplitPath(f *testing.F) {
+	for _, s := range []string{"/", "/a/b", "a", "/../x", "/a/../../b", "/a\x00", "//a//./b/", "/" + strings.Repeat("x", 256), "/" + strings.Repeat("a/", 2100), ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		parts, err := splitPath("fuzz", p)
+		if err != nil {
+			if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENAMETOOLONG) {
+				t.Fatalf("splitPath(%q): %v is neither EINVAL nor ENAMETOOLONG", p, err)
+			}
+			return
+		}
+		if p[0] != '/' || len(p) > maxPathLen {
+			t.Fatalf("splitPath accepted %q", p)
+		}
+		for _, c := range parts {
+			if c == "" || c == "." || c == ".." || len(c) > maxNameLen || strings.ContainsAny(c, "/\x00") {
+				t.Fatalf("splitPath(%q) gave component %q", p, c)
+			}
+			if checkName("fuzz", 1, c) != nil {
+				t.Fatalf("splitPath(%q) gave %q, which checkName refuses", p, c)
+			}
+		}
+	})
+}

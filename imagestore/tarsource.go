@@ -53,28 +53,37 @@ func OpenTar(name string) (Source, error) {
 		return nil, fmt.Errorf("imagestore: open tarball: %w", err)
 	}
 	s := &tarSource{name: name, f: f, total: st.Size()}
-	br := bufio.NewReaderSize(&countingReader{r: f, n: &s.read}, 1<<20)
+	if err := s.openStream(&countingReader{r: f, n: &s.read}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openStream sets up decompression (told apart by magic bytes) and the tar
+// reader over r. It is separate from OpenTar so that the fuzz test can
+// feed it bytes from memory.
+func (s *tarSource) openStream(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 1<<20)
 	magic, _ := br.Peek(4)
-	var r io.Reader = br
+	var in io.Reader = br
 	switch {
 	case bytes.HasPrefix(magic, gzipMagic):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%w: %s: gzip: %v", ErrBadSource, name, err)
+			return fmt.Errorf("%w: %s: gzip: %v", ErrBadSource, s.name, err)
 		}
-		r, s.dec = zr, zr
+		in, s.dec = zr, zr
 	case bytes.HasPrefix(magic, zstdMagic):
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%w: %s: zstd: %v", ErrBadSource, name, err)
+			return fmt.Errorf("%w: %s: zstd: %v", ErrBadSource, s.name, err)
 		}
-		r, s.dec = zr, zstdCloser{zr}
+		in, s.dec = zr, zstdCloser{zr}
 	}
-	s.tail = &tailReader{r: r}
+	s.tail = &tailReader{r: in}
 	s.tr = tar.NewReader(s.tail)
-	return s, nil
+	return nil
 }
 
 // tailReader remembers the last bytes read through it: a tarball ends with
@@ -292,16 +301,26 @@ func (m *memberReader) Read(p []byte) (int, error) {
 // LIBARCHIVE.xattr.NAME (URL-encoded name) with a base64 value.
 func paxXattrs(h *tar.Header) (map[string][]byte, error) {
 	var out map[string][]byte
-	add := func(name string, v []byte) {
+	total := 0
+	add := func(name string, v []byte) error {
+		if err := checkXattr(h.Name, name, v); err != nil {
+			return err
+		}
+		if total += len(name) + len(v); total > maxXattrsTotal {
+			return fmt.Errorf("%w: %q: extended attributes exceed %d bytes in all", ErrBadSource, h.Name, maxXattrsTotal)
+		}
 		if out == nil {
 			out = make(map[string][]byte)
 		}
 		out[name] = v
+		return nil
 	}
 	for k, v := range h.PAXRecords {
 		switch {
 		case strings.HasPrefix(k, "SCHILY.xattr."):
-			add(strings.TrimPrefix(k, "SCHILY.xattr."), []byte(v))
+			if err := add(strings.TrimPrefix(k, "SCHILY.xattr."), []byte(v)); err != nil {
+				return nil, err
+			}
 		case strings.HasPrefix(k, "LIBARCHIVE.xattr."):
 			name, err := url.QueryUnescape(strings.TrimPrefix(k, "LIBARCHIVE.xattr."))
 			if err != nil {
@@ -315,9 +334,32 @@ func paxXattrs(h *tar.Header) (map[string][]byte, error) {
 				return nil, fmt.Errorf("%w: %q: xattr %s: %v", ErrBadSource, h.Name, name, err)
 			}
 			if _, dup := out[name]; !dup {
-				add(name, val)
+				if err := add(name, val); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// Limits of extended attributes, the metadata service's (NOTES.md): a
+// tarball that breaks them is refused at import with the member's name,
+// not half-way through writing the image.
+const (
+	maxXattrName   = 255
+	maxXattrValue  = 64 << 10
+	maxXattrsTotal = 1 << 20
+)
+
+func checkXattr(member, name string, v []byte) error {
+	switch {
+	case name == "" || len(name) > maxXattrName:
+		return fmt.Errorf("%w: %q: xattr name of %d bytes (1..%d allowed)", ErrBadSource, member, len(name), maxXattrName)
+	case strings.IndexByte(name, 0) >= 0:
+		return fmt.Errorf("%w: %q: xattr name %q contains a NUL byte", ErrBadSource, member, name)
+	case len(v) > maxXattrValue:
+		return fmt.Errorf("%w: %q: xattr %s of %d bytes exceeds %d", ErrBadSource, member, name, len(v), maxXattrValue)
+	}
+	return nil
 }

@@ -93,6 +93,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Net, when set, lets a test cut this server off the network.
 	Net *netfault.Switch
+
+	// Limits bounds request sizes and per-client rates (limits.go).
+	Limits Limits
 }
 
 // Default small-file threshold: chunks below this size are replicated
@@ -161,6 +164,7 @@ func (c *Config) Validate() error {
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		errs = append(errs, fmt.Errorf("leader lease %v must not exceed heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
 	}
+	c.Limits.fill()
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = d.SnapshotThreshold
 	}

@@ -26,6 +26,17 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
+	// Keep the CLI's audit records (node, group, power commands) out of
+	// the home directory of whoever runs the tests.
+	if os.Getenv("STRATA_AUDIT_LOG") == "" {
+		dir, err := os.MkdirTemp("", "strata-test-audit-")
+		if err == nil {
+			os.Setenv("STRATA_AUDIT_LOG", dir+"/audit.log")
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
 	os.Exit(m.Run())
 }
 

@@ -47,6 +47,10 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&wc.FailAfter, "fail-after", 2, "failed probes in a row that mean a voter is dead")
 	fs.DurationVar(&wc.RejoinTimeout, "rejoin-timeout", 60*time.Second, "how long a power-cycled voter has to come back before a spare replaces it")
 	idleAfter := fs.Duration("idle-after", 0, "power off compute nodes idle this long (0: never)")
+	auditPath := fs.String("audit-log", defaultAuditLog(), "audit log of power actions and inventory changes (JSON lines, 0600)")
+	hl := bootctl.DefaultHTTPLimits()
+	fs.Float64Var(&hl.Rate.Rate, "http-rate", hl.Rate.Rate, "HTTP requests per second per client (0: no limit); over it, 429")
+	fs.IntVar(&hl.Rate.Burst, "http-burst", hl.Rate.Burst, "HTTP request burst per client")
 	pf := addPowerFlags(fs)
 	_, err := parseBoot(fs, args, 0, 0, "bootctl [flags] | bootctl status|keygen|rekey")
 	if err != nil {
@@ -59,6 +63,7 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if wc.Power, err = pf.options(true); err != nil {
 		return err
 	}
+	wc.Power.Audit = openAudit(*auditPath, "bootctl/"+*id)
 	c, err := cf.openWith(func(cfg *client.Config) { cfg.Logger = log })
 	if err != nil {
 		return err
@@ -74,6 +79,7 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := st.CheckKey(ctx); err != nil {
 		return fmt.Errorf("bootctl: the BMC passwords of the inventory cannot be used: %w", err)
 	}
+	st.Audit = wc.Power.Audit
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)
@@ -84,7 +90,7 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	srv := bootctl.NewServer(st, bootctl.ServerConfig{Meta: *serviceMeta, URL: *url, Kernel: *kernel, Initrd: *initrd, Logger: log})
 	d := &bootDaemon{id: *id, st: st}
 	srv.Status = d.status
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: bootctl.Limit(srv, hl, nil), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

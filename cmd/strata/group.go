@@ -259,7 +259,8 @@ func doSwitch(ctx context.Context, cf *clientFlags, sf *switchFlags, stdout io.W
 		return err
 	}
 	log, _ := newLogger(stdout, *cf.level)
-	sw := &bootctl.Switcher{Store: st, Power: sf.pf.controller(), Images: imageCatalog{imagestore.New(c, log)}, Log: log}
+	sw := &bootctl.Switcher{Store: st, Power: sf.pf.controller(), Images: imageCatalog{imagestore.New(c, log)}, Log: log,
+		Audit: openAudit(defaultAuditLog(), bootctl.DefaultActor())}
 	g, res, err := fn(ctx, sw, o)
 	if err != nil {
 		return err

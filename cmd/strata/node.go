@@ -43,6 +43,7 @@ func openInventory(ctx context.Context, cf *clientFlags) (*bootctl.Store, *clien
 		c.Close()
 		return nil, nil, err
 	}
+	st.Audit = openAudit(defaultAuditLog(), bootctl.DefaultActor())
 	return st, c, nil
 }
 

@@ -37,7 +37,8 @@ func (pf *powerFlags) options(pxe bool) (bootctl.PowerOptions, error) {
 	if r == 0 {
 		r = -1 // PowerOptions: negative means none
 	}
-	return bootctl.PowerOptions{Concurrency: *pf.concurrency, Timeout: *pf.timeout, Retries: r, PXE: pxe}, nil
+	return bootctl.PowerOptions{Concurrency: *pf.concurrency, Timeout: *pf.timeout, Retries: r, PXE: pxe,
+		Audit: openAudit(defaultAuditLog(), bootctl.DefaultActor())}, nil
 }
 
 func (pf *powerFlags) controller() bootctl.IPMI {

@@ -221,7 +221,12 @@ func (c *Conn) CallConn(ctx context.Context, fn func(ctx context.Context, cc grp
 				return err
 			}
 		}
-		c.forget(addr)
+		// A server that refused us for our rate is the right one (and is
+		// alive): stay with it, back off longer.
+		limited := rpcerr.IsRateLimited(err)
+		if !limited {
+			c.forget(addr)
+		}
 		if attempt > 0 && attempt%len(c.seeds) == 0 {
 			c.log.Debug("metadata call retrying", "attempt", attempt, "err", err)
 		}
@@ -232,8 +237,12 @@ func (c *Conn) CallConn(ctx context.Context, fn func(ctx context.Context, cc grp
 		}
 		// Bounded exponential back-off: an election takes a few hundred
 		// milliseconds, so there is no point waiting longer than that.
-		if backoff *= 2; backoff > 250*time.Millisecond {
-			backoff = 250 * time.Millisecond
+		ceiling := 250 * time.Millisecond
+		if limited {
+			ceiling = time.Second
+		}
+		if backoff *= 2; backoff > ceiling {
+			backoff = ceiling
 		}
 	}
 }

@@ -10,6 +10,7 @@ package rpcerr
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"google.golang.org/grpc/codes"
@@ -111,6 +112,9 @@ func Retryable(err error) bool {
 	if _, nl := LeaderHint(err); nl {
 		return true
 	}
+	if TooLarge(err) {
+		return false // the same request is as large the next time
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
 		// DeadlineExceeded here is the per-attempt deadline; the caller's
@@ -125,4 +129,31 @@ func Retryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// rateLimitMsg starts the message of every rate-limit refusal; IsRateLimited
+// looks for it.
+const rateLimitMsg = "strata: rate limit exceeded"
+
+// RateLimited is the error a server answers a client over its request rate
+// with: ResourceExhausted without an errno, which Retryable accepts, so the
+// client library backs off and tries again.
+func RateLimited(id string) error {
+	return status.Errorf(codes.ResourceExhausted, "%s for %s; retry later", rateLimitMsg, id)
+}
+
+// IsRateLimited reports whether err is a rate-limit refusal.
+func IsRateLimited(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), rateLimitMsg)
+}
+
+// TooLarge reports whether err is gRPC's refusal of a message over the
+// receiving (or sending) side's size limit. gRPC gives it no code of its
+// own (ResourceExhausted, like flow control), only this wording, which it
+// has kept since 1.0 ("grpc: received message larger than max (N vs. M)",
+// "trying to send message larger than max").
+func TooLarge(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "message larger than max")
 }
