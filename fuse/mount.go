@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -118,6 +119,10 @@ type FS struct {
 	server     *gofuse.Server
 
 	locks *lockSession
+	// changes counts changes made through the mount (statahead.go).
+	changes atomic.Uint64
+	// bufs recycles the write buffers of whole chunks (wbuf.go).
+	bufs bufPool
 
 	statfsMu sync.Mutex
 	statfs   client.FSStats
