@@ -119,8 +119,10 @@ type FS struct {
 	server     *gofuse.Server
 
 	locks *lockSession
-	// changes counts changes made through the mount (statahead.go).
-	changes atomic.Uint64
+	root  *node
+	// changes counts changes made through the mount, aheadHits the
+	// lookups answered from a statahead listing (statahead.go).
+	changes, aheadHits atomic.Uint64
 	// bufs recycles the write buffers of whole chunks (wbuf.go).
 	bufs bufPool
 
@@ -159,6 +161,7 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 		log: opts.Logger.With("component", "fuse", "mountpoint", mp)}
 	m.locks = newLockSession(m, opts.LockTTL)
 	root := &node{m: m}
+	m.root = root
 	root.setChunkSize(rootAttr)
 	server, err := m.serve(mp, root)
 	if err != nil {

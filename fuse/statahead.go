@@ -82,6 +82,7 @@ func (n *node) aheadLookup(name string) (*stratapb.Attr, time.Duration, bool) {
 	age := now.Sub(sa.at)
 	if sa.entries != nil && age < ttl && sa.changes == n.m.changes.Load() {
 		if a := sa.entries[name]; a != nil && n.GetChild(name) == nil {
+			n.m.aheadHits.Add(1)
 			return a, age, true
 		}
 		return nil, 0, false
