@@ -157,8 +157,7 @@ func (r *readReply) view(data []byte) mem.Buffer {
 	return v
 }
 
-// serverCodec is the proto codec, except for readReply and
-// WriteShardRequest (writecodec.go).
+// serverCodec is the proto codec, except for readReply.
 type serverCodec struct{ base encoding.CodecV2 }
 
 func newServerCodec() serverCodec { return serverCodec{base: encoding.GetCodecV2(proto.Name)} }
@@ -170,11 +169,6 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.base.Marshal(v)
 }
 
-func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if req, ok := v.(*stratapb.WriteShardRequest); ok {
-		return unmarshalWriteShard(data, req)
-	}
-	return c.base.Unmarshal(data, v)
-}
+func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.base.Unmarshal(data, v) }
 
 func (c serverCodec) Name() string { return c.base.Name() }
