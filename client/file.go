@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"slices"
 	"syscall"
 	"time"
 
@@ -38,28 +39,69 @@ func isConflict(err error) bool {
 // one replaced the old chunk meanwhile, else the step is redone. The file
 // grows to at least off+len(p). It returns how many bytes were committed.
 func (c *Client) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (int, error) {
+	return c.WriteAtv(ctx, ino, [][]byte{p}, off)
+}
+
+// WriteAtv is WriteAt of the concatenation of bufs, without joining them
+// first: a caller that buffers a file chunk by chunk (the FUSE mount)
+// saves a copy of every byte when each buffer holds one chunk's piece.
+func (c *Client) WriteAtv(ctx context.Context, ino uint64, bufs [][]byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errnoErr("write", inodeTarget(ino), syscall.EINVAL, "negative offset %d", off)
 	}
-	if len(p) == 0 {
+	v := vec(bufs)
+	if v.len() == 0 {
 		return 0, nil
 	}
 	cs, err := c.chunkSize(ctx, "write", ino)
 	if err != nil {
 		return 0, err
 	}
-	end := off + int64(len(p))
+	end := off + v.len()
 	for pos := off; pos < end; {
 		next := min(end, (pos/cs+writeWindow)*cs)
 		err := c.retryConflicts(ctx, func() error {
-			return c.writeStep(ctx, ino, p[pos-off:next-off], pos)
+			return c.writeStep(ctx, ino, v.sub(pos-off, next-off), pos)
 		})
 		if err != nil {
 			return int(pos - off), err
 		}
 		pos = next
 	}
-	return len(p), nil
+	return int(v.len()), nil
+}
+
+// vec is a byte string held in several buffers.
+type vec [][]byte
+
+func (v vec) len() int64 {
+	var n int64
+	for _, b := range v {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// sub returns bytes [lo, hi) of v, sharing its buffers.
+func (v vec) sub(lo, hi int64) vec {
+	var out vec
+	for _, b := range v {
+		n := int64(len(b))
+		if lo < n && hi > 0 {
+			out = append(out, b[max(lo, 0):min(hi, n)])
+		}
+		lo, hi = lo-n, hi-n
+	}
+	return out
+}
+
+// bytes returns v as one slice: v's own buffer when it has one, else a
+// copy (a range that straddles buffers).
+func (v vec) bytes() []byte {
+	if len(v) == 1 {
+		return v[0]
+	}
+	return slices.Concat(v...)
 }
 
 // retryConflicts runs step again, with a short growing pause, while it
@@ -82,8 +124,8 @@ func (c *Client) retryConflicts(ctx context.Context, step func() error) error {
 }
 
 // writeStep writes data at off, which spans at most writeWindow chunks.
-func (c *Client) writeStep(ctx context.Context, ino uint64, data []byte, off int64) error {
-	resp, cs, err := c.chunksFor(ctx, "write", ino, off, len(data))
+func (c *Client) writeStep(ctx context.Context, ino uint64, data vec, off int64) error {
+	resp, cs, err := c.chunksFor(ctx, "write", ino, off, int(data.len()))
 	if err != nil {
 		return err
 	}
@@ -92,12 +134,12 @@ func (c *Client) writeStep(ctx context.Context, ino uint64, data []byte, off int
 	pol := resp.GetAttr().GetPolicy()
 	var todo []newChunk
 	defer func() { c.releaseChunks(todo) }()
-	end := off + int64(len(data))
+	end := off + data.len()
 	for pos := off; pos < end; {
 		idx := uint64(pos / cs)
 		ref := newChunkRef(ino, cs, size, idx, chunks[idx], resp.GetServerAddrs())
 		next := min(end, ref.base+cs)
-		nc, err := c.patchChunk(ctx, ref, pol, int(pos-ref.base), data[pos-off:next-off])
+		nc, err := c.patchChunk(ctx, ref, pol, int(pos-ref.base), data.sub(pos-off, next-off).bytes())
 		if err != nil {
 			return err
 		}

@@ -197,6 +197,16 @@ func (c *Client) ReadDirAt(ctx context.Context, ino uint64, plus bool) ([]*strat
 	return all, nil
 }
 
+// ReadDirPages calls fn with each page of the listing of directory ino,
+// in name order, and stops at fn's first error, which it returns: a
+// caller that wants only part of a huge directory stops early.
+func (c *Client) ReadDirPages(ctx context.Context, ino uint64, plus bool, fn func([]*stratapb.DirEntry) error) error {
+	if err := c.readDirPages(ctx, ino, plus, fn); err != nil {
+		return opErr(ctx, "readdir", inodeTarget(ino), err)
+	}
+	return nil
+}
+
 // SetAttrIn says which attributes SetAttr changes: Valid is an OR of
 // stratapb.SetAttrMask bits. A size change goes through Truncate, which
 // also rewrites a chunk cut in the middle.

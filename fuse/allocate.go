@@ -37,6 +37,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 	case mode&fallocKeepSize != 0:
 		return 0
 	}
+	defer n.m.changing()()
 	return n.m.fileErrno("fallocate", n.ino(), n.growTo(ctx, off+size))
 }
 
@@ -47,7 +48,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 func (n *node) growTo(ctx context.Context, end uint64) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.flushLocked(ctx, false); err != nil {
+	if err := n.flushLocked(ctx); err != nil {
 		return err
 	}
 	a, err := n.m.cl.GetAttr(ctx, n.ino())

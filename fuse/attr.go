@@ -55,9 +55,17 @@ func (m *FS) fsStats(ctx context.Context) (client.FSStats, error) {
 // ERANGE when dest is too small, as getxattr(2) does.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	ctx = uninterruptible(ctx)
-	val, err := n.m.cl.GetXattr(ctx, n.ino(), attr)
-	if err != nil {
-		return 0, n.m.errno("getxattr", n.ino(), err)
+	var val []byte
+	if attr == capsXattr {
+		var e syscall.Errno
+		if val, e = n.getCaps(ctx); e != 0 {
+			return 0, e
+		}
+	} else {
+		var err error
+		if val, err = n.m.cl.GetXattr(ctx, n.ino(), attr); err != nil {
+			return 0, n.m.errno("getxattr", n.ino(), err)
+		}
 	}
 	if len(dest) < len(val) {
 		return uint32(len(val)), syscall.ERANGE
@@ -67,11 +75,13 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	if flags&^(client.XattrCreate|client.XattrReplace) != 0 {
 		return n.m.errno("setxattr", n.ino(), fmt.Errorf("fuse: setxattr flags %#x: %w", flags, syscall.EINVAL))
 	}
 	// data belongs to go-fuse's request buffer; the gRPC call is done
 	// with it before Setxattr returns.
+	defer n.forgetCaps()
 	return n.m.errno("setxattr", n.ino(), n.m.cl.SetXattr(ctx, n.ino(), attr, data, flags))
 }
 
@@ -95,5 +105,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
+	defer n.forgetCaps()
 	return n.m.errno("removexattr", n.ino(), n.m.cl.RemoveXattr(ctx, n.ino(), attr))
 }

@@ -18,6 +18,7 @@ import (
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	a, err := n.m.cl.MkdirAt(ctx, n.ino(), name, mode&0o7777, owner(ctx))
 	if err != nil {
 		return nil, n.m.errno("mkdir", n.ino(), err)
@@ -27,6 +28,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	opts := client.CreateOptions{
 		Exclusive: flags&syscall.O_EXCL != 0,
 		Truncate:  flags&syscall.O_TRUNC != 0,
@@ -48,6 +50,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 // character device 0/0). Regular files come through Create.
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	var typ stratapb.FileType
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFCHR:
@@ -76,6 +79,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	a, err := n.m.cl.SymlinkAt(ctx, n.ino(), name, target, owner(ctx))
 	if err != nil {
 		return nil, n.m.errno("symlink", n.ino(), err)
@@ -100,6 +104,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	ino := target.EmbeddedInode().StableAttr().Ino
 	a, err := n.m.cl.LinkAt(ctx, ino, n.ino(), name)
 	if err != nil {
@@ -110,6 +115,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	if cn := n.lockedChild(name); cn != nil {
 		defer cn.mu.Unlock()
 		if cn.needsSillyLocked() {
@@ -121,6 +127,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	return n.m.errno("rmdir", n.ino(), n.m.cl.RmdirAt(ctx, n.ino(), name))
 }
 
@@ -129,6 +136,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // (as unlink does), so that it stays readable until closed.
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV

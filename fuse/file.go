@@ -50,6 +50,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	n.opens++
 	known := n.shown
 	n.mu.Unlock()
+	n.forgetCaps()
 	if n.m.opts.ReadOnly && known {
 		// A read-only mount of an image, which never changes: the
 		// attributes from lookup are good, and the kernel may keep every
@@ -104,10 +105,10 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadR
 	n := h.n
 	n.mu.Lock()
 	var err error
-	if !n.wb.empty() {
+	if !n.wb.quiet() {
 		// Reads see this mount's writes: send them first. (The kernel's
 		// page cache usually answers such reads before they get here.)
-		err = n.flushLocked(ctx, false)
+		err = n.flushLocked(ctx)
 	}
 	n.mu.Unlock()
 	if err != nil {
@@ -162,7 +163,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (n *node) flush(ctx context.Context, op string) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.flushLocked(ctx, false); err != nil {
+	if err := n.flushLocked(ctx); err != nil {
 		return n.m.fileErrno(op, n.ino(), err)
 	}
 	return 0
@@ -178,7 +179,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	h.rd.close()
-	err := n.flushLocked(ctx, false)
+	err := n.flushLocked(ctx)
 	n.opens--
 	if n.opens == 0 {
 		n.reapSillyLocked(ctx)

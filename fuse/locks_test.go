@@ -190,7 +190,7 @@ func TestLocksAcrossMounts(t *testing.T) {
 	expectLock(t, "busy", "posix", fa, "r", "150", "1", "nb")
 
 	// The locks are raft state: a new leader has them.
-	old := c.Leader()
+	old := c.WaitLeader() // not Leader(): -1 while an election runs (seen with -race on a loaded machine)
 	c.KillMeta(old)
 	c.WaitLeader()
 	expectLock(t, "busy", "flock", fb, "w", "0", "0", "nb")

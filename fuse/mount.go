@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -124,6 +125,12 @@ type FS struct {
 	// frozen keeps what the mount learns of frozen trees; only read-only
 	// (image) mounts have one (imagecache.go).
 	frozen *frozenCache
+	root  *node
+	// changes counts changes made through the mount, aheadHits the
+	// lookups answered from a statahead listing (statahead.go).
+	changes, aheadHits atomic.Uint64
+	// bufs recycles the write buffers of whole chunks (wbuf.go).
+	bufs bufPool
 
 	statfsMu sync.Mutex
 	statfs   client.FSStats
@@ -163,6 +170,7 @@ func Mount(ctx context.Context, cl *client.Client, mountpoint string, opts Optio
 		m.frozen = newFrozenCache(cl)
 	}
 	root := &node{m: m}
+	m.root = root
 	root.setChunkSize(rootAttr)
 	if rootAttr.GetFrozen() && m.frozen != nil {
 		root.fattr = rootAttr

@@ -41,6 +41,10 @@ type node struct {
 	shownSize, openSize   uint64
 	shownMtime, openMtime int64
 	shown, opened         bool
+	// ahead is a directory's statahead listing (statahead.go).
+	ahead *statahead
+	// caps caches the security.capability xattr (xcap.go).
+	caps capsCache
 	// gen counts changes this mount made to the file's data (writes sent,
 	// truncates): a handle's readahead drops chunks fetched before one.
 	gen atomic.Uint64
@@ -173,6 +177,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 		}
 		return n.child(ctx, a, out), 0
 	}
+	if a, age, ok := n.aheadLookup(name); ok {
+		ch := n.child(ctx, a, out)
+		n.setAheadTimeouts(out, age)
+		return ch, 0
+	}
 	a, err := n.m.cl.Lookup(ctx, n.ino(), name)
 	if err != nil {
 		return nil, n.m.errno("lookup", n.ino(), err)
@@ -199,6 +208,8 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	defer n.m.changing()()
+	defer n.forgetCaps() // a chown drops file capabilities
 	a, err := n.setAttr(ctx, setAttrIn(in))
 	if err != nil {
 		return n.m.fileErrno("setattr", n.ino(), err)
@@ -220,7 +231,7 @@ func (n *node) setAttr(ctx context.Context, sa client.SetAttrIn) (*stratapb.Attr
 	// truncate must cut them too.
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.flushLocked(ctx, false); err != nil {
+	if err := n.flushLocked(ctx); err != nil {
 		return nil, err
 	}
 	a, err := n.m.cl.SetAttr(ctx, n.ino(), sa)
