@@ -125,7 +125,7 @@ type FS struct {
 	// frozen keeps what the mount learns of frozen trees; only read-only
 	// (image) mounts have one (imagecache.go).
 	frozen *frozenCache
-	root  *node
+	root   *node
 	// changes counts changes made through the mount, aheadHits the
 	// lookups answered from a statahead listing (statahead.go).
 	changes, aheadHits atomic.Uint64
