@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/crc32c"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -107,7 +108,10 @@ func (r *repairService) RebuildShard(ctx context.Context, req *stratapb.RebuildS
 	if err := checkRebuild(ch, req.GetIndex()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	shards, err := r.fetch(ctx, ch, req.GetIndex(), req.GetSources())
+	if err := r.srv.auth.check(ctx, "rebuild", req.GetCapability(), ch.GetId(), capability.OpRebuild); err != nil {
+		return nil, err
+	}
+	shards, err := r.fetch(ctx, ch, req.GetIndex(), req.GetSources(), req.GetCapability())
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -143,7 +147,8 @@ func checkRebuild(ch *stratapb.Chunk, index uint32) error {
 
 // fetch reads whole shards from the sources, in parallel, until k have
 // arrived (a replicated chunk needs one). Shards that fail are skipped.
-func (r *repairService) fetch(ctx context.Context, ch *stratapb.Chunk, index uint32, sources map[uint32]string) ([][]byte, error) {
+// capb is the leader's capability, which allows the peers' reads too.
+func (r *repairService) fetch(ctx context.Context, ch *stratapb.Chunk, index uint32, sources map[uint32]string, capb []byte) ([][]byte, error) {
 	need := int(ch.GetDataShards())
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -161,7 +166,7 @@ func (r *repairService) fetch(ctx context.Context, ch *stratapb.Chunk, index uin
 		}
 		started++
 		go func() {
-			data, err := r.readPeer(ctx, addr, ch.GetId(), uint32(i), ch.GetShardSize())
+			data, err := r.readPeer(ctx, addr, ch.GetId(), uint32(i), ch.GetShardSize(), capb)
 			results <- got{i, data, err}
 		}()
 	}
@@ -182,12 +187,12 @@ func (r *repairService) fetch(ctx context.Context, ch *stratapb.Chunk, index uin
 	return nil, fmt.Errorf("rebuild chunk %d: %d of %d shards readable: %w", ch.GetId(), have, need, errors.Join(errs...))
 }
 
-func (r *repairService) readPeer(ctx context.Context, addr string, chunk uint64, index, size uint32) ([]byte, error) {
+func (r *repairService) readPeer(ctx context.Context, addr string, chunk uint64, index, size uint32, capb []byte) ([]byte, error) {
 	dc, err := r.peers.get(addr)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := dc.ReadShard(ctx, &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: chunk, Index: index}}, grpc.MaxCallRecvMsgSize(metaconn.MaxMsgSize))
+	resp, err := dc.ReadShard(ctx, &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: chunk, Index: index}, Capability: capb}, grpc.MaxCallRecvMsgSize(metaconn.MaxMsgSize))
 	if err != nil {
 		return nil, err
 	}
