@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -140,3 +141,32 @@ func (c *Client) readCap(ctx context.Context, ref chunkRef) ([]byte, error) {
 
 // denied reports whether a dataserver refused the request's capability.
 func denied(err error) bool { return status.Code(err) == codes.PermissionDenied }
+
+// keysPending reports whether a dataserver has no capability keys yet: it
+// has just started and not yet registered with the metadata service.
+func keysPending(err error) bool {
+	return status.Code(err) == codes.Unavailable && rpcerr.ErrnoOf(err) == syscall.EAGAIN
+}
+
+// keysWait is how long a shard request waits for a freshly started
+// dataserver to get its keys (one registration, about a heartbeat).
+const keysWait = 5 * time.Second
+
+// retryKeysPending runs call again while the dataserver says it has no
+// keys yet, for up to keysWait.
+func retryKeysPending[T any](ctx context.Context, call func() (T, error)) (T, error) {
+	deadline := time.Now().Add(keysWait)
+	delay := 20 * time.Millisecond
+	for {
+		v, err := call()
+		if !keysPending(err) || time.Now().After(deadline) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
+}

@@ -61,7 +61,8 @@ func (c *Client) readRefShard(ctx context.Context, ref chunkRef, shard, off, n i
 	if err != nil {
 		return nil, err
 	}
-	data, err := c.readShard(ctx, addr, ref.ch.GetId(), shard, off, n, tok)
+	read := func() ([]byte, error) { return c.readShard(ctx, addr, ref.ch.GetId(), shard, off, n, tok) }
+	data, err := retryKeysPending(ctx, read)
 	if denied(err) {
 		// Expired on the way, or signed with a key this dataserver has
 		// not heard of yet: fetch a new one and try once more.
@@ -69,7 +70,7 @@ func (c *Client) readRefShard(ctx context.Context, ref chunkRef, shard, off, n i
 		if tok, err = c.readCap(ctx, ref); err != nil {
 			return nil, err
 		}
-		data, err = c.readShard(ctx, addr, ref.ch.GetId(), shard, off, n, tok)
+		data, err = retryKeysPending(ctx, read)
 	}
 	return data, err
 }

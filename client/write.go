@@ -180,7 +180,9 @@ func (c *Client) storeShard(ctx context.Context, chunkID uint64, i int, data []b
 			*server = next
 		}
 		addr := addrs[*server]
-		err := c.writeShard(ctx, addr, chunkID, i, data)
+		_, err := retryKeysPending(ctx, func() (struct{}, error) {
+			return struct{}{}, c.writeShard(ctx, addr, chunkID, i, data)
+		})
 		if err == nil {
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -27,9 +28,9 @@ import (
 // here); the audit log gets the precise reason.
 var errDenied = status.Error(codes.PermissionDenied, "dataserver: shard request not authorised")
 
-// errNoKeys asks the caller to retry: this server has not yet heard the
-// capability keys from the metadata service.
-var errNoKeys = status.Error(codes.Unavailable, "dataserver: no capability keys yet; retry")
+// errNoKeys asks the caller to retry (Unavailable with errno EAGAIN): this
+// server has not yet heard the capability keys from the metadata service.
+var errNoKeys = withErrno(codes.Unavailable, syscall.EAGAIN, errors.New("dataserver: no capability keys yet; retry"))
 
 // authorizer checks capabilities and audits refusals.
 type authorizer struct {
