@@ -96,13 +96,21 @@ func (s *Server) attachCaps(ops capability.Op, chunkIDs ...uint64) (*stratapb.Ca
 		// Only before the first leader has made a key: retryable.
 		return nil, status.Error(codes.Unavailable, "metaserver: no capability key yet")
 	}
+	signer, err := capability.NewSigner(key)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "metaserver: %v", err)
+	}
 	exp := now.Add(s.cfg.CapLifetime)
 	out := &stratapb.Capabilities{ByChunk: make(map[uint64][]byte, len(chunkIDs)), TtlMs: uint64(s.cfg.CapLifetime.Milliseconds())}
+	// One backing array for all tokens: one allocation per response.
+	buf := make([]byte, 0, len(chunkIDs)*capability.Size)
 	for _, id := range chunkIDs {
 		if id == 0 {
 			continue
 		}
-		out.ByChunk[id] = capability.AppendSigned(nil, key, capability.Capability{Ops: ops, Expiry: exp, ChunkID: id})
+		start := len(buf)
+		buf = signer.Append(buf, capability.Capability{Ops: ops, Expiry: exp, ChunkID: id})
+		out.ByChunk[id] = buf[start:len(buf):len(buf)]
 	}
 	return out, nil
 }

@@ -1,7 +1,11 @@
 package capability
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"fmt"
+	"hash"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -23,7 +27,27 @@ type VerifyKey struct {
 // safe for concurrent use; SetKeys swaps the whole set atomically.
 type Verifier struct {
 	skew time.Duration
-	keys atomic.Pointer[map[uint32]VerifyKey]
+	keys atomic.Pointer[map[uint32]*heldKey]
+}
+
+// heldKey is a key with a pool of HMAC states keyed with its secret: an
+// HMAC made once and Reset costs no allocation per request.
+type heldKey struct {
+	VerifyKey
+	macs sync.Pool
+}
+
+func (k *heldKey) checkMAC(token []byte) bool {
+	m, _ := k.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, k.Secret)
+	}
+	m.Reset()
+	m.Write(token[:bodySize])
+	var buf [macSize]byte
+	ok := hmac.Equal(m.Sum(buf[:0]), token[bodySize:])
+	k.macs.Put(m)
+	return ok
 }
 
 // NewVerifier returns a verifier with no keys (every check fails with
@@ -37,10 +61,10 @@ func NewVerifier(skew time.Duration) *Verifier {
 
 // SetKeys replaces the key set. Keys with short secrets are left out.
 func (v *Verifier) SetKeys(keys []VerifyKey) {
-	m := make(map[uint32]VerifyKey, len(keys))
+	m := make(map[uint32]*heldKey, len(keys))
 	for _, k := range keys {
 		if len(k.Secret) >= MinSecret {
-			m[k.ID] = k
+			m[k.ID] = &heldKey{VerifyKey: k}
 		}
 	}
 	v.keys.Store(&m)
@@ -84,7 +108,7 @@ func (v *Verifier) Verify(token []byte, chunk uint64, op Op, now time.Time) (Cap
 	}
 	// The signature first: nothing else in the token means anything until
 	// it is known to come from the metadata service.
-	if !checkMAC(token, k.Secret) {
+	if !k.checkMAC(token) {
 		return c, ErrBadMAC
 	}
 	switch {
