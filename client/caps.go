@@ -33,16 +33,31 @@ type capEntry struct {
 	expireAt  time.Time // by this client's clock
 }
 
-// capStore holds the client's capabilities by chunk id. The zero value is
-// ready to use.
+// capKind tells read capabilities (from GetChunks) from write ones (from
+// AllocateChunks): a client that reads back what it just wrote must not
+// present the write capability.
+type capKind bool
+
+const (
+	capRead  capKind = false
+	capWrite capKind = true
+)
+
+type capKey struct {
+	chunk uint64
+	kind  capKind
+}
+
+// capStore holds the client's capabilities by chunk id and kind. The zero
+// value is ready to use.
 type capStore struct {
 	mu       sync.Mutex
-	m        map[uint64]capEntry
-	inflight map[uint64]chan struct{} // refreshes running, by chunk id
+	m        map[capKey]capEntry
+	inflight map[uint64]chan struct{} // read refreshes running, by chunk id
 }
 
 // note keeps the capabilities of a layout response.
-func (s *capStore) note(caps *stratapb.Capabilities) {
+func (s *capStore) note(caps *stratapb.Capabilities, kind capKind) {
 	if len(caps.GetByChunk()) == 0 {
 		return
 	}
@@ -51,13 +66,13 @@ func (s *capStore) note(caps *stratapb.Capabilities) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = make(map[uint64]capEntry)
+		s.m = make(map[capKey]capEntry)
 	}
 	if len(s.m)+len(caps.GetByChunk()) > maxCaps {
 		s.pruneLocked(now)
 	}
 	for id, tok := range caps.GetByChunk() {
-		s.m[id] = capEntry{tok: tok, refreshAt: now.Add(ttl / 2), expireAt: now.Add(ttl)}
+		s.m[capKey{id, kind}] = capEntry{tok: tok, refreshAt: now.Add(ttl / 2), expireAt: now.Add(ttl)}
 	}
 }
 
@@ -72,18 +87,19 @@ func (s *capStore) pruneLocked(now time.Time) {
 	}
 }
 
-// get returns the capability for chunk and whether it is still fresh.
-func (s *capStore) get(chunk uint64) ([]byte, bool) {
+// get returns the capability of kind for chunk and whether it is still
+// fresh.
+func (s *capStore) get(chunk uint64, kind capKind) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.m[chunk]
+	e, ok := s.m[capKey{chunk, kind}]
 	return e.tok, ok && time.Now().Before(e.refreshAt)
 }
 
-// forget drops chunk's capability (a dataserver refused it).
+// forget drops chunk's read capability (a dataserver refused it).
 func (s *capStore) forget(chunk uint64) {
 	s.mu.Lock()
-	delete(s.m, chunk)
+	delete(s.m, capKey{chunk, capRead})
 	s.mu.Unlock()
 }
 
@@ -120,14 +136,14 @@ func (s *capStore) refresh(ctx context.Context, chunk uint64, fetch func() error
 // (a long read, a layout cached by an open file) or missing.
 func (c *Client) readCap(ctx context.Context, ref chunkRef) ([]byte, error) {
 	id := ref.ch.GetId()
-	if tok, fresh := c.caps.get(id); fresh {
+	if tok, fresh := c.caps.get(id, capRead); fresh {
 		return tok, nil
 	}
 	err := c.caps.refresh(ctx, id, func() error {
 		_, err := c.getChunks(ctx, ref.ino, ref.ch.GetIndex(), 1)
 		return err
 	})
-	tok, _ := c.caps.get(id)
+	tok, _ := c.caps.get(id, capRead)
 	if tok == nil {
 		if err != nil {
 			return nil, fmt.Errorf("refresh capability of chunk %d: %w", id, err)

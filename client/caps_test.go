@@ -76,6 +76,9 @@ func TestCapabilityClusterRefusals(t *testing.T) {
 	if _, err := dc.ReadShard(ctx, &stratapb.ReadShardRequest{Key: keyA, Capability: capA}); err != nil {
 		t.Fatalf("read with the layout's capability: %v", err)
 	}
+	if n := e.cl.Data[e.dataIndex(chA.Servers[0])].Srv.CapabilityRefusals(); n != 5 {
+		t.Fatalf("dataserver counted %d refusals, want 5", n)
+	}
 	if got := e.get("/a"); !bytes.Equal(got, dataA) {
 		t.Fatal("file /a changed")
 	}
@@ -169,6 +172,12 @@ func TestCapabilityKeyRotation(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d of %d put/get rounds failed during rotation; first: %v", len(errs), ops.Load(), errs[0])
 	}
+	// Not even a refusal that the client hid by retrying.
+	for _, d := range e.cl.Data {
+		if n := d.Srv.CapabilityRefusals(); n != 0 {
+			t.Fatalf("dataserver %d refused %d capabilities during the rotation", d.Srv.ID(), n)
+		}
+	}
 	// The client's cached capabilities for /before are signed with the old
 	// key, which is still accepted; a new client gets new-key ones.
 	if got := e.get("/before"); !bytes.Equal(got, before) {
@@ -237,7 +246,7 @@ func TestCapabilityRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := resp.Chunks[0].Id
-	first, fresh := c.caps.get(id)
+	first, fresh := c.caps.get(id, capRead)
 	if first == nil || !fresh {
 		t.Fatal("no fresh capability after GetChunks")
 	}
@@ -249,11 +258,11 @@ func TestCapabilityRefresh(t *testing.T) {
 		}
 	}
 	waitForT(t, 10*time.Second, "the capability to go stale", func() bool {
-		_, fresh := c.caps.get(id)
+		_, fresh := c.caps.get(id, capRead)
 		return !fresh
 	})
 	readAll()
-	second, fresh := c.caps.get(id)
+	second, fresh := c.caps.get(id, capRead)
 	if !fresh || bytes.Equal(second, first) {
 		t.Fatal("reading with a stale capability did not fetch a new one")
 	}

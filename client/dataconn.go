@@ -87,7 +87,7 @@ func (c *Client) writeShard(ctx context.Context, addr string, chunkID uint64, in
 	defer cancel()
 	// The capability came with the allocation just made; a write never
 	// outlasts its lifetime (minutes), so it is not refreshed.
-	capb, _ := c.caps.get(chunkID)
+	capb, _ := c.caps.get(chunkID, capWrite)
 	_, err = dc.WriteShard(ctx, &stratapb.WriteShardRequest{
 		Key:        &stratapb.ShardKey{ChunkId: chunkID, Index: uint32(index)},
 		Data:       data,

@@ -22,7 +22,7 @@ func (c *Client) allocate(ctx context.Context, ino uint64, sizes []uint32) (*str
 		resp, err = mc.AllocateChunks(ctx, req)
 		return err
 	})
-	c.caps.note(resp.GetCaps())
+	c.caps.note(resp.GetCaps(), capWrite)
 	if err != nil {
 		return nil, err
 	}

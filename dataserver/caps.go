@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,9 +35,10 @@ var errNoKeys = withErrno(codes.Unavailable, syscall.EAGAIN, errors.New("dataser
 
 // authorizer checks capabilities and audits refusals.
 type authorizer struct {
-	v     *capability.Verifier
-	audit *audit.Log
-	now   func() time.Time
+	v       *capability.Verifier
+	audit   *audit.Log
+	now     func() time.Time
+	refused atomic.Uint64
 }
 
 // check verifies token for op on chunk; rpc names the request for the
@@ -49,6 +51,7 @@ func (a *authorizer) check(ctx context.Context, rpc string, token []byte, chunk 
 	if errors.Is(err, capability.ErrNoKeys) {
 		return errNoKeys
 	}
+	a.refused.Add(1)
 	a.audit.Record(ctx, "shard."+rpc, peerAddr(ctx), fmt.Sprintf("chunk/%d", chunk), audit.Denied,
 		"reason", err.Error(), "op", op.String())
 	return errDenied
@@ -75,6 +78,11 @@ func (s *Server) SetCapabilityKeys(keys []*stratapb.CapabilityKey) {
 	}
 	s.auth.v.SetKeys(vk)
 }
+
+// CapabilityRefusals counts shard requests refused for their capability
+// since the server started (requests_total{code="PermissionDenied"} in
+// the metrics).
+func (s *Server) CapabilityRefusals() uint64 { return s.auth.refused.Load() }
 
 // CapabilityKeyIDs lists the ids of the capability keys this server holds.
 func (s *Server) CapabilityKeyIDs() []uint32 { return s.auth.v.KeyIDs() }
