@@ -73,6 +73,7 @@ type Client struct {
 	nextReq    atomic.Uint64
 	chunkSizes chunkSizeCache
 	cache      *chunkCache // nil without Config.CacheDir
+	caps       capStore    // shard capabilities by chunk id (caps.go)
 	closeOnce  sync.Once
 }
 

@@ -85,10 +85,14 @@ func (c *Client) writeShard(ctx context.Context, addr string, chunkID uint64, in
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ShardTimeout)
 	defer cancel()
+	// The capability came with the allocation just made; a write never
+	// outlasts its lifetime (minutes), so it is not refreshed.
+	capb, _ := c.caps.get(chunkID, capWrite)
 	_, err = dc.WriteShard(ctx, &stratapb.WriteShardRequest{
-		Key:    &stratapb.ShardKey{ChunkId: chunkID, Index: uint32(index)},
-		Data:   data,
-		Crc32C: crc32c(data),
+		Key:        &stratapb.ShardKey{ChunkId: chunkID, Index: uint32(index)},
+		Data:       data,
+		Crc32C:     crc32c(data),
+		Capability: capb,
 	})
 	return err
 }
@@ -96,7 +100,7 @@ func (c *Client) writeShard(ctx context.Context, addr string, chunkID uint64, in
 // readShard reads n bytes at off of one shard. A short answer is an error:
 // the metadata says the shard holds these bytes, so anything else is a
 // damaged or foreign shard.
-func (c *Client) readShard(ctx context.Context, addr string, chunkID uint64, index, off, n int) ([]byte, error) {
+func (c *Client) readShard(ctx context.Context, addr string, chunkID uint64, index, off, n int, capb []byte) ([]byte, error) {
 	dc, err := c.data.client(addr)
 	if err != nil {
 		return nil, err
@@ -104,9 +108,10 @@ func (c *Client) readShard(ctx context.Context, addr string, chunkID uint64, ind
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ShardTimeout)
 	defer cancel()
 	resp, err := dc.ReadShard(ctx, &stratapb.ReadShardRequest{
-		Key:    &stratapb.ShardKey{ChunkId: chunkID, Index: uint32(index)},
-		Offset: uint64(off),
-		Length: uint64(n),
+		Key:        &stratapb.ShardKey{ChunkId: chunkID, Index: uint32(index)},
+		Offset:     uint64(off),
+		Length:     uint64(n),
+		Capability: capb,
 	})
 	if err != nil {
 		return nil, err

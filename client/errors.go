@@ -151,6 +151,9 @@ func (c *Client) reportFailures(ctx context.Context, ref chunkRef, off int, fail
 		if errors.Is(f.Err, errUnplaced) {
 			continue // the metadata service knows; repair is already due
 		}
+		if denied(f.Err) {
+			continue // a refused capability says nothing about the shard
+		}
 		c.log.Warn("bad shard", "ino", ref.ino, "chunk", ref.ch.GetId(), "index", ref.ch.GetIndex(),
 			"offset", ref.base+int64(off), "shard", f.Shard, "server", f.Server, "addr", f.Addr, "err", f.Err)
 		c.reports.report(ref.ch.GetId(), f.Shard, f.Server, shardReason(f.Err))

@@ -22,6 +22,7 @@ func (c *Client) getChunks(ctx context.Context, ino, first, count uint64) (*stra
 		resp, err = mc.GetChunks(ctx, req)
 		return err
 	})
+	c.caps.note(resp.GetCaps(), capRead)
 	return resp, err
 }
 

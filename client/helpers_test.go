@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -362,7 +363,7 @@ func (e *env) restartData(i int) {
 	waitFor(e.t, fmt.Sprintf("client to reach restarted dataserver %d", i), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := dc.StatShard(ctx, &stratapb.StatShardRequest{Key: &stratapb.ShardKey{ChunkId: 1}})
+		_, err := dc.StatShard(ctx, &stratapb.StatShardRequest{Key: &stratapb.ShardKey{ChunkId: 1}, Capability: e.cl.Capability(1, capability.OpRead)})
 		return err == nil
 	})
 }
@@ -402,7 +403,7 @@ func (e *env) breakDisk(i int) func() {
 // dataClient is a connection of the test's own to dataserver addr.
 func (e *env) dataClient(addr string) stratapb.DataClient {
 	e.t.Helper()
-	cc, err := grpc.NewClient(addr, metaconn.DialOptions()...)
+	cc, err := grpc.NewClient(addr, metaconn.DialOptions(grpc.WithChainUnaryInterceptor(e.cl.CapInterceptor()))...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -485,7 +486,7 @@ func (e *env) breakShards(ch *stratapb.Chunk, shards []int) func() {
 	for n, j := range shards {
 		dc, err := e.c.data.client(addrs[n])
 		if err == nil {
-			_, err = dc.ReadShard(ctxT(e.t), &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: ch.Id, Index: uint32(j)}})
+			_, err = dc.ReadShard(ctxT(e.t), &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: ch.Id, Index: uint32(j)}, Capability: e.cl.Capability(ch.Id, capability.OpRead)})
 		}
 		if status.Code(err) != want[n] {
 			undoAll()

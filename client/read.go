@@ -57,7 +57,22 @@ func (c *Client) readRefShard(ctx context.Context, ref chunkRef, shard, off, n i
 	if id == 0 {
 		return nil, errUnplaced
 	}
-	return c.readShard(ctx, addr, ref.ch.GetId(), shard, off, n)
+	tok, err := c.readCap(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	read := func() ([]byte, error) { return c.readShard(ctx, addr, ref.ch.GetId(), shard, off, n, tok) }
+	data, err := retryKeysPending(ctx, read)
+	if denied(err) {
+		// Expired on the way, or signed with a key this dataserver has
+		// not heard of yet: fetch a new one and try once more.
+		c.caps.forget(ref.ch.GetId())
+		if tok, err = c.readCap(ctx, ref); err != nil {
+			return nil, err
+		}
+		data, err = retryKeysPending(ctx, read)
+	}
+	return data, err
 }
 
 // readChunkPart fills dst with bytes [off, off+len(dst)) of the chunk's

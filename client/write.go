@@ -22,6 +22,7 @@ func (c *Client) allocate(ctx context.Context, ino uint64, sizes []uint32) (*str
 		resp, err = mc.AllocateChunks(ctx, req)
 		return err
 	})
+	c.caps.note(resp.GetCaps(), capWrite)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +180,9 @@ func (c *Client) storeShard(ctx context.Context, chunkID uint64, i int, data []b
 			*server = next
 		}
 		addr := addrs[*server]
-		err := c.writeShard(ctx, addr, chunkID, i, data)
+		_, err := retryKeysPending(ctx, func() (struct{}, error) {
+			return struct{}{}, c.writeShard(ctx, addr, chunkID, i, data)
+		})
 		if err == nil {
 			return nil
 		}

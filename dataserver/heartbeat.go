@@ -118,6 +118,7 @@ func (s *Server) register(ctx context.Context) error {
 			return errors.New("dataserver: metadata service assigned id 0")
 		}
 		id = resp.GetId()
+		s.noteKeys(resp.GetCapKeys())
 		return nil
 	})
 	if err != nil {
@@ -143,7 +144,10 @@ func (s *Server) heartbeat(ctx context.Context) error {
 		ForegroundBytesPerSec: s.metrics.heal.fg.rate(time.Now()),
 	}
 	err := s.callMeta(ctx, func(ctx context.Context, mc stratapb.MetaClient) error {
-		_, err := mc.Heartbeat(ctx, req)
+		resp, err := mc.Heartbeat(ctx, req)
+		if err == nil {
+			s.noteKeys(resp.GetCapKeys())
+		}
 		return err
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/crc32c"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -107,9 +108,12 @@ func (r *repairService) RebuildShard(ctx context.Context, req *stratapb.RebuildS
 	if err := checkRebuild(ch, req.GetIndex()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := r.srv.auth.check(ctx, "rebuild", req.GetCapability(), ch.GetId(), capability.OpRebuild); err != nil {
+		return nil, err
+	}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	data, suspect, err := newRebuildJob(r, ch, int(req.GetIndex()), req.GetSources()).run(fctx)
+	data, suspect, err := newRebuildJob(r, ch, int(req.GetIndex()), req.GetSources(), req.GetCapability()).run(fctx)
 	var fe fetchError
 	switch {
 	case errors.As(err, &fe):
@@ -166,12 +170,14 @@ func checkRebuild(ch *stratapb.Chunk, index uint32) error {
 	return nil
 }
 
-func (r *repairService) readPeer(ctx context.Context, addr string, chunk uint64, index, size uint32) ([]byte, error) {
+// readPeer reads one whole shard from a peer. capb is the leader's
+// capability, which allows the peers' reads too.
+func (r *repairService) readPeer(ctx context.Context, addr string, chunk uint64, index, size uint32, capb []byte) ([]byte, error) {
 	dc, err := r.peers.get(addr)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := dc.ReadShard(repairIO(ctx), &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: chunk, Index: index}}, grpc.MaxCallRecvMsgSize(metaconn.MaxMsgSize))
+	resp, err := dc.ReadShard(repairIO(ctx), &stratapb.ReadShardRequest{Key: &stratapb.ShardKey{ChunkId: chunk, Index: index}, Capability: capb}, grpc.MaxCallRecvMsgSize(metaconn.MaxMsgSize))
 	if err != nil {
 		return nil, err
 	}

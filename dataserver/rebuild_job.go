@@ -34,10 +34,11 @@ type rebuildJob struct {
 	untried []int          // shard indexes not fetched yet, in order of preference
 	shards  [][]byte       // fetched shards by index (nil: not held)
 	errs    []error
+	capb    []byte // the leader's capability, also good for the peers' reads
 }
 
-func newRebuildJob(r *repairService, ch *stratapb.Chunk, index int, sources map[uint32]string) *rebuildJob {
-	j := &rebuildJob{r: r, ch: ch, index: index, addrs: map[int]string{}, shards: make([][]byte, len(ch.GetServers()))}
+func newRebuildJob(r *repairService, ch *stratapb.Chunk, index int, sources map[uint32]string, capb []byte) *rebuildJob {
+	j := &rebuildJob{r: r, ch: ch, index: index, capb: capb, addrs: map[int]string{}, shards: make([][]byte, len(ch.GetServers()))}
 	for i, id := range ch.GetServers() {
 		if addr, ok := sources[id]; ok && i != index && id != 0 {
 			j.addrs[i] = addr
@@ -75,7 +76,7 @@ func (j *rebuildJob) fetchUpTo(ctx context.Context, want int) {
 		results := make(chan got, len(batch))
 		for _, i := range batch {
 			go func() {
-				data, err := j.r.readPeer(ctx, j.addrs[i], j.ch.GetId(), uint32(i), j.ch.GetShardSize())
+				data, err := j.r.readPeer(ctx, j.addrs[i], j.ch.GetId(), uint32(i), j.ch.GetShardSize(), j.capb)
 				results <- got{i, data, err}
 			}()
 		}

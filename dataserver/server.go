@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/strata-hpc/strata/internal/audit"
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/grpcutil"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/netfault"
@@ -57,6 +59,12 @@ type Config struct {
 	// Net, when set, lets a test cut this server off the network (its
 	// gRPC listener and its connection to the metadata service).
 	Net *netfault.Switch
+	// Audit receives security records (refused shard capabilities); nil
+	// discards them.
+	Audit *audit.Log
+	// CapSkew is how long after its expiry a shard capability is still
+	// accepted, for clocks that differ (0: capability.DefaultSkew).
+	CapSkew time.Duration
 }
 
 // DefaultConfig returns the defaults; Dirs still has to be set.
@@ -126,6 +134,7 @@ type Server struct {
 	id       atomic.Uint32
 	pool     *bufPool // read buffers handed to gRPC (zerocopy.go)
 	peers    *peerConns
+	auth     *authorizer // shard capabilities (caps.go)
 
 	mu      sync.Mutex
 	started bool
@@ -174,7 +183,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}, peers: &peerConns{}}
+	if cfg.CapSkew <= 0 {
+		cfg.CapSkew = capability.DefaultSkew
+	}
+	auth := &authorizer{v: capability.NewVerifier(cfg.CapSkew), audit: cfg.Audit, now: time.Now}
+	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}, peers: &peerConns{}, auth: auth}
 	if err := s.init(); err != nil {
 		st.Close()
 		return nil, err
@@ -291,7 +304,7 @@ func (s *Server) serveGRPC() {
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor(), grpcutil.RecoverUnary(s.log), pooledReplies(s.pool)),
 		grpc.ForceServerCodecV2(newServerCodec()),
 	)
-	stratapb.RegisterDataServer(s.grpc, &service{store: s.store, m: s.metrics})
+	stratapb.RegisterDataServer(s.grpc, &service{store: s.store, m: s.metrics, auth: s.auth})
 	stratapb.RegisterRepairServer(s.grpc, &repairService{srv: s, peers: s.peers})
 	lis := s.lis
 	s.wg.Go(func() {

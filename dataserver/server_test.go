@@ -50,6 +50,7 @@ func startServerWith(t testing.TB, cfg Config, hook func(*Server)) (*Server, str
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
+	s.SetCapabilityKeys(testCapKeys)
 	if hook != nil {
 		hook(s)
 	}
@@ -59,9 +60,17 @@ func startServerWith(t testing.TB, cfg Config, hook func(*Server)) (*Server, str
 	return s, dial(t, s.Addr())
 }
 
+// dial connects to a dataserver as a client holding valid capabilities
+// (capsFor in caps_test.go signs one for every request); dialRaw connects
+// with none.
 func dial(t testing.TB, addr string) stratapb.DataClient {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, metaconn.DialOptions()...)
+	return dialWith(t, addr, grpc.WithChainUnaryInterceptor(capsFor(testCapKey)))
+}
+
+func dialWith(t testing.TB, addr string, opts ...grpc.DialOption) stratapb.DataClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, metaconn.DialOptions(opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -17,6 +18,7 @@ type service struct {
 	stratapb.UnimplementedDataServer
 	store *Store
 	m     *metrics
+	auth  *authorizer
 }
 
 var _ stratapb.DataServer = (*service)(nil)
@@ -33,6 +35,9 @@ func (s *service) WriteShard(ctx context.Context, req *stratapb.WriteShardReques
 	if err != nil {
 		return nil, err
 	}
+	if err := s.auth.check(ctx, "write", req.GetCapability(), k.ChunkID, capability.OpWrite); err != nil {
+		return nil, err
+	}
 	if err := s.store.Put(ctx, k, req.GetData(), req.GetCrc32C()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -44,6 +49,9 @@ func (s *service) WriteShard(ctx context.Context, req *stratapb.WriteShardReques
 func (s *service) ReadShard(ctx context.Context, req *stratapb.ReadShardRequest) (*stratapb.ReadShardResponse, error) {
 	k, err := keyOf(req.GetKey())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.auth.check(ctx, "read", req.GetCapability(), k.ChunkID, capability.OpRead); err != nil {
 		return nil, err
 	}
 	alloc, pr := pooledAlloc(ctx)
@@ -62,6 +70,9 @@ func (s *service) DeleteShard(ctx context.Context, req *stratapb.DeleteShardRequ
 	if err != nil {
 		return nil, err
 	}
+	if err := s.auth.check(ctx, "delete", req.GetCapability(), k.ChunkID, capability.OpDelete); err != nil {
+		return nil, err
+	}
 	existed, err := s.store.Delete(ctx, k)
 	if err != nil {
 		return nil, toStatus(err)
@@ -72,6 +83,9 @@ func (s *service) DeleteShard(ctx context.Context, req *stratapb.DeleteShardRequ
 func (s *service) StatShard(ctx context.Context, req *stratapb.StatShardRequest) (*stratapb.StatShardResponse, error) {
 	k, err := keyOf(req.GetKey())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.auth.check(ctx, "stat", req.GetCapability(), k.ChunkID, capability.OpRead); err != nil {
 		return nil, err
 	}
 	info, err := s.store.Stat(ctx, k)

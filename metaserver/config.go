@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/netfault"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -89,6 +90,17 @@ type Config struct {
 
 	DefaultPolicy *stratapb.StripePolicy
 
+	// Shard capabilities (caps.go): CapLifetime is how long a capability
+	// the metadata service signs stays valid (clients refresh theirs at
+	// half of it); CapActivationDelay is how long after `strata cap
+	// rotate` the new key starts signing (it must exceed the dataservers'
+	// heartbeat interval, so that they all know the key by then); CapSkew
+	// is the clock difference between servers that key retirement allows
+	// for (dataservers allow capability.DefaultSkew on expiry).
+	CapLifetime        time.Duration
+	CapActivationDelay time.Duration
+	CapSkew            time.Duration
+
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// Net, when set, lets a test cut this server off the network.
@@ -130,6 +142,9 @@ func DefaultConfig() Config {
 		AuditInterval:      time.Hour,
 		OrphanGrace:        time.Hour,
 		DefaultPolicy:      DefaultPolicy(),
+		CapLifetime:        5 * time.Minute,
+		CapActivationDelay: 10 * time.Second,
+		CapSkew:            capability.DefaultSkew,
 	}
 }
 
@@ -161,6 +176,9 @@ func (c *Config) Validate() error {
 	setDur(&c.RepairInterval, d.RepairInterval)
 	setDur(&c.AuditInterval, d.AuditInterval)
 	setDur(&c.OrphanGrace, d.OrphanGrace)
+	setDur(&c.CapLifetime, d.CapLifetime)
+	setDur(&c.CapActivationDelay, d.CapActivationDelay)
+	setDur(&c.CapSkew, d.CapSkew)
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		errs = append(errs, fmt.Errorf("leader lease %v must not exceed heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
 	}

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -86,6 +87,10 @@ func (s *Server) gcRound(ctx context.Context) (int, error) {
 
 // deleteChunk deletes every shard of g; it reports whether all are gone.
 func (s *Server) deleteChunk(ctx context.Context, g garbageChunk, addrs map[uint32]string) bool {
+	capb, err := s.IssueCapability(g.id, capability.OpDelete)
+	if err != nil {
+		return false
+	}
 	ok := true
 	for i, id := range g.servers {
 		addr, known := addrs[id]
@@ -98,7 +103,7 @@ func (s *Server) deleteChunk(ctx context.Context, g garbageChunk, addrs map[uint
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err = stratapb.NewDataClient(cc).DeleteShard(cctx, &stratapb.DeleteShardRequest{Key: &stratapb.ShardKey{ChunkId: g.id, Index: uint32(i)}})
+		_, err = stratapb.NewDataClient(cc).DeleteShard(cctx, &stratapb.DeleteShardRequest{Key: &stratapb.ShardKey{ChunkId: g.id, Index: uint32(i)}, Capability: capb})
 		cancel()
 		if err != nil && status.Code(err) != codes.NotFound {
 			ok = false

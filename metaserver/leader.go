@@ -32,6 +32,10 @@ func (s *Server) watchLeadership(ctx context.Context) {
 				s.log.Warn("barrier after election failed", "err", err)
 				continue
 			}
+			if err := s.ensureCapKey(ctx); err != nil {
+				s.log.Warn("cannot make the first capability key", "err", err)
+				continue
+			}
 			s.leaderFrom.Store(time.Now().UnixNano())
 			s.ready.Store(true)
 			s.takeServiceIP()

@@ -79,6 +79,9 @@ type state struct {
 	snaps map[snapKey]*stratapb.SnapshotInfo
 	heal  healState
 	locks lockTable
+	// capKeys are the shard capability keys, oldest first (caps.go);
+	// entries are never changed in place.
+	capKeys []*stratapb.CapabilityKey
 }
 
 func newState(def policy) *state {

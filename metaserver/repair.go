@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -270,8 +271,13 @@ func (r *repairer) execute(ctx context.Context, t repairTask, placed map[uint32]
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	cc, err := r.s.dconns.get(plan.targetAddr)
+	var capb []byte
 	if err == nil {
-		_, err = stratapb.NewRepairClient(cc).RebuildShard(cctx, &stratapb.RebuildShardRequest{Chunk: plan.chunk, Index: t.shard, Sources: plan.sources})
+		// Rebuild on the target, read on the peers it fetches from.
+		capb, err = r.s.IssueCapability(plan.chunk.GetId(), capability.OpRebuild|capability.OpRead)
+	}
+	if err == nil {
+		_, err = stratapb.NewRepairClient(cc).RebuildShard(cctx, &stratapb.RebuildShardRequest{Chunk: plan.chunk, Index: t.shard, Sources: plan.sources, Capability: capb})
 	}
 	if err != nil {
 		r.failedTask(t)
@@ -433,9 +439,14 @@ func (s *Server) deleteShard(ctx context.Context, addr string, chunkID uint64, i
 	if err != nil {
 		return
 	}
+	capb, err := s.IssueCapability(chunkID, capability.OpDelete)
+	if err != nil {
+		s.log.Debug("delete surplus shard: no capability", "chunk", chunkID, "err", err)
+		return
+	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := stratapb.NewDataClient(cc).DeleteShard(cctx, &stratapb.DeleteShardRequest{Key: &stratapb.ShardKey{ChunkId: chunkID, Index: index}}); err != nil {
+	if _, err := stratapb.NewDataClient(cc).DeleteShard(cctx, &stratapb.DeleteShardRequest{Key: &stratapb.ShardKey{ChunkId: chunkID, Index: index}, Capability: capb}); err != nil {
 		s.log.Debug("delete surplus shard", "chunk", chunkID, "shard", index, "addr", addr, "err", err)
 	}
 }

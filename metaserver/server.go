@@ -124,6 +124,7 @@ func (s *Server) Start(ctx context.Context) error {
 	stratapb.RegisterHealServer(s.grpc, &healService{s: s})
 	stratapb.RegisterLockServer(s.grpc, &lockService{s: s})
 	stratapb.RegisterImportServer(s.grpc, &importService{s: s})
+	stratapb.RegisterCapAdminServer(s.grpc, &capAdminService{s: s})
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.cfg.Net.Listener(grpcLis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -140,6 +141,13 @@ func (s *Server) GetChunks(ctx context.Context, r *stratapb.GetChunksRequest) (r
 	if err == nil && !r.GetHeader().GetStaleOk() {
 		s.hideDownServers(resp)
 	}
+	if err == nil {
+		ids := make([]uint64, 0, len(resp.Chunks))
+		for _, ch := range resp.Chunks {
+			ids = append(ids, ch.Id)
+		}
+		resp.Caps, err = s.attachCaps(capability.OpRead, ids...)
+	}
 	return resp, err
 }
 
@@ -254,6 +262,13 @@ func (s *Server) AllocateChunks(ctx context.Context, r *stratapb.AllocateChunksR
 	if err := s.placeAllocations(out, pol, r.Sizes); err != nil {
 		return nil, s.placementErr(err)
 	}
+	ids := make([]uint64, 0, len(out.Allocations))
+	for _, a := range out.Allocations {
+		ids = append(ids, a.ChunkId)
+	}
+	if out.Caps, err = s.attachCaps(capability.OpWrite, ids...); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -300,7 +315,8 @@ func (s *Server) RegisterDataServer(ctx context.Context, r *stratapb.RegisterDat
 	})
 	s.live.beat(&stratapb.HeartbeatRequest{Id: resp.Id, CapacityBytes: r.CapacityBytes, UsedBytes: r.UsedBytes, FreeBytes: r.CapacityBytes - min(r.UsedBytes, r.CapacityBytes)}, time.Now())
 	s.log.Info("dataserver registered", "id", resp.Id, "uuid", r.Uuid, "addr", r.Addr)
-	return resp, nil
+	// resp may be a dedup entry shared with other readers: answer a copy.
+	return &stratapb.RegisterDataServerResponse{Id: resp.Id, CapKeys: s.dataServerKeys()}, nil
 }
 
 func (s *Server) Heartbeat(ctx context.Context, r *stratapb.HeartbeatRequest) (*stratapb.HeartbeatResponse, error) {
@@ -321,7 +337,7 @@ func (s *Server) Heartbeat(ctx context.Context, r *stratapb.HeartbeatRequest) (*
 		return nil, toStatus(err)
 	}
 	s.live.beat(r, time.Now())
-	return &stratapb.HeartbeatResponse{}, nil
+	return &stratapb.HeartbeatResponse{CapKeys: s.dataServerKeys()}, nil
 }
 
 func (s *Server) RegisterMeta(ctx context.Context, r *stratapb.RegisterMetaRequest) (*stratapb.RegisterMetaResponse, error) {

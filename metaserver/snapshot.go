@@ -56,6 +56,7 @@ func (s *state) clone() *state {
 	c.snaps = maps.Clone(s.snaps) // infos are never changed in place
 	c.heal = s.heal.clone()
 	c.locks = s.locks.clone()
+	c.capKeys = slices.Clone(s.capKeys)
 	d := *s.dedup
 	d.fifo = s.dedup.live()
 	d.head = 0
@@ -144,6 +145,12 @@ func (s *state) writeSnapshot(w io.Writer) error {
 	}
 	if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_Heal{Heal: s.heal.snapshot()}}); err != nil {
 		return err
+	}
+	if len(s.capKeys) > 0 {
+		r := &stratapb.SnapshotCapKeys{Keys: s.capKeys}
+		if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_CapKeys{CapKeys: r}}); err != nil {
+			return err
+		}
 	}
 	for _, rec := range s.locks.records() {
 		if err := put(rec); err != nil {
@@ -273,6 +280,8 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		return s.restoreSnapRecord(rec)
 	case *stratapb.SnapshotRecord_Heal:
 		s.restoreHeal(r.Heal)
+	case *stratapb.SnapshotRecord_CapKeys:
+		s.capKeys = r.CapKeys.Keys
 	case *stratapb.SnapshotRecord_LockSession:
 		s.locks.sessions[r.LockSession.Session] = r.LockSession.ExpiresNs
 	case *stratapb.SnapshotRecord_Lock:

@@ -3,10 +3,22 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/audit"
+	"github.com/strata-hpc/strata/internal/capability"
 )
+
+// openDaemonAudit opens the audit log at path, or, without one, mirrors audit
+// records into the operational log only.
+func openDaemonAudit(path string, log *slog.Logger) (*audit.Log, error) {
+	if path == "" {
+		return audit.New(io.Discard, log), nil
+	}
+	return audit.Open(path, log)
+}
 
 func init() {
 	register(command{name: "data", summary: "run one dataserver; data drain ID, data remove ID", run: runData})
@@ -31,6 +43,8 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address")
 	fs.Int64Var(&cfg.ScrubRate, "scrub-rate", dataserver.DefaultScrubRate, "bytes per second the scrubber re-reads (negative: no scrubbing)")
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", dataserver.DefaultScrubInterval, "time between the starts of two scrub passes")
+	fs.DurationVar(&cfg.CapSkew, "cap-skew", capability.DefaultSkew, "accept a shard capability this long after its expiry (clock difference to the metaservers)")
+	auditPath := fs.String("audit-log", envDefault("data-audit-log", ""), "append audit records (refused shard capabilities) to this file (default: the log)")
 	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
@@ -52,6 +66,10 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.Logger, err = newLogger(stderr, *level); err != nil {
 		return err
 	}
+	if cfg.Audit, err = openDaemonAudit(*auditPath, cfg.Logger); err != nil {
+		return err
+	}
+	defer cfg.Audit.Close()
 	srv, err := dataserver.New(cfg)
 	if err != nil {
 		return err

@@ -59,6 +59,9 @@ type Options struct {
 	// Logger receives every server's logs; default: none, or everything
 	// at debug level on stderr when STRATA_TEST_LOG is set.
 	Logger *slog.Logger
+	// CapLifetime, when set, is the lifetime of shard capabilities (the
+	// metaserver's default: 5 min).
+	CapLifetime time.Duration
 }
 
 // Cluster is a running test cluster.
@@ -195,6 +198,8 @@ func (c *Cluster) startMetas() {
 		cfg.RepairInterval = 200 * time.Millisecond
 		cfg.NoRepair = !c.opts.Heal
 		cfg.AuditInterval, cfg.OrphanGrace = c.opts.AuditInterval, c.opts.OrphanGrace
+		// A rotated capability key signs after 2 s: 10 dataserver heartbeats.
+		cfg.CapActivationDelay, cfg.CapLifetime = 2*time.Second, c.opts.CapLifetime
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
 		}

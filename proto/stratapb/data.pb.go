@@ -80,7 +80,8 @@ type WriteShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *ShardKey              `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
-	Crc32C        uint32                 `protobuf:"varint,3,opt,name=crc32c,proto3" json:"crc32c,omitempty"` // CRC32C (Castagnoli) of data; checked before storing
+	Crc32C        uint32                 `protobuf:"varint,3,opt,name=crc32c,proto3" json:"crc32c,omitempty"`          // CRC32C (Castagnoli) of data; checked before storing
+	Capability    []byte                 `protobuf:"bytes,150,opt,name=capability,proto3" json:"capability,omitempty"` // signed by the metadata service (cap.proto)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -136,6 +137,13 @@ func (x *WriteShardRequest) GetCrc32C() uint32 {
 	return 0
 }
 
+func (x *WriteShardRequest) GetCapability() []byte {
+	if x != nil {
+		return x.Capability
+	}
+	return nil
+}
+
 type WriteShardResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -177,6 +185,7 @@ type ReadShardRequest struct {
 	Key           *ShardKey              `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	Length        uint64                 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"` // 0 = to the end of the shard
+	Capability    []byte                 `protobuf:"bytes,150,opt,name=capability,proto3" json:"capability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +239,13 @@ func (x *ReadShardRequest) GetLength() uint64 {
 		return x.Length
 	}
 	return 0
+}
+
+func (x *ReadShardRequest) GetCapability() []byte {
+	if x != nil {
+		return x.Capability
+	}
+	return nil
 }
 
 type ReadShardResponse struct {
@@ -287,6 +303,7 @@ func (x *ReadShardResponse) GetShardSize() uint64 {
 type DeleteShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *ShardKey              `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Capability    []byte                 `protobuf:"bytes,150,opt,name=capability,proto3" json:"capability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +341,13 @@ func (*DeleteShardRequest) Descriptor() ([]byte, []int) {
 func (x *DeleteShardRequest) GetKey() *ShardKey {
 	if x != nil {
 		return x.Key
+	}
+	return nil
+}
+
+func (x *DeleteShardRequest) GetCapability() []byte {
+	if x != nil {
+		return x.Capability
 	}
 	return nil
 }
@@ -375,6 +399,7 @@ func (x *DeleteShardResponse) GetExisted() bool {
 type StatShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *ShardKey              `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Capability    []byte                 `protobuf:"bytes,150,opt,name=capability,proto3" json:"capability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +437,13 @@ func (*StatShardRequest) Descriptor() ([]byte, []int) {
 func (x *StatShardRequest) GetKey() *ShardKey {
 	if x != nil {
 		return x.Key
+	}
+	return nil
+}
+
+func (x *StatShardRequest) GetCapability() []byte {
+	if x != nil {
+		return x.Capability
 	}
 	return nil
 }
@@ -483,26 +515,38 @@ const file_stratapb_data_proto_rawDesc = "" +
 	"\x13stratapb/data.proto\x12\tstrata.v1\";\n" +
 	"\bShardKey\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\x04R\achunkId\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\rR\x05index\"f\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\"\x87\x01\n" +
 	"\x11WriteShardRequest\x12%\n" +
 	"\x03key\x18\x01 \x01(\v2\x13.strata.v1.ShardKeyR\x03key\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
-	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\"\x14\n" +
-	"\x12WriteShardResponse\"i\n" +
+	"\x06crc32c\x18\x03 \x01(\rR\x06crc32c\x12\x1f\n" +
+	"\n" +
+	"capability\x18\x96\x01 \x01(\fR\n" +
+	"capability\"\x14\n" +
+	"\x12WriteShardResponse\"\x8a\x01\n" +
 	"\x10ReadShardRequest\x12%\n" +
 	"\x03key\x18\x01 \x01(\v2\x13.strata.v1.ShardKeyR\x03key\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\x04R\x06length\"F\n" +
+	"\x06length\x18\x03 \x01(\x04R\x06length\x12\x1f\n" +
+	"\n" +
+	"capability\x18\x96\x01 \x01(\fR\n" +
+	"capability\"F\n" +
 	"\x11ReadShardResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1d\n" +
 	"\n" +
-	"shard_size\x18\x02 \x01(\x04R\tshardSize\";\n" +
+	"shard_size\x18\x02 \x01(\x04R\tshardSize\"\\\n" +
 	"\x12DeleteShardRequest\x12%\n" +
-	"\x03key\x18\x01 \x01(\v2\x13.strata.v1.ShardKeyR\x03key\"/\n" +
+	"\x03key\x18\x01 \x01(\v2\x13.strata.v1.ShardKeyR\x03key\x12\x1f\n" +
+	"\n" +
+	"capability\x18\x96\x01 \x01(\fR\n" +
+	"capability\"/\n" +
 	"\x13DeleteShardResponse\x12\x18\n" +
-	"\aexisted\x18\x01 \x01(\bR\aexisted\"9\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"Z\n" +
 	"\x10StatShardRequest\x12%\n" +
-	"\x03key\x18\x01 \x01(\v2\x13.strata.v1.ShardKeyR\x03key\"Z\n" +
+	"\x03key\x18\x01 \x01(\v2\x13.strata.v1.ShardKeyR\x03key\x12\x1f\n" +
+	"\n" +
+	"capability\x18\x96\x01 \x01(\fR\n" +
+	"capability\"Z\n" +
 	"\x11StatShardResponse\x12\x16\n" +
 	"\x06exists\x18\x01 \x01(\bR\x06exists\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x19\n" +

@@ -34,7 +34,9 @@ const (
 //
 // Errors: NotFound (no such shard), DataLoss (a block failed its checksum;
 // no bytes are returned), ResourceExhausted (no disk has room),
-// InvalidArgument (bad key, range or checksum mismatch on write).
+// InvalidArgument (bad key, range or checksum mismatch on write),
+// PermissionDenied (capability missing, forged, expired or for another
+// chunk or operation), Unavailable (no capability keys yet: retry).
 type DataClient interface {
 	WriteShard(ctx context.Context, in *WriteShardRequest, opts ...grpc.CallOption) (*WriteShardResponse, error)
 	ReadShard(ctx context.Context, in *ReadShardRequest, opts ...grpc.CallOption) (*ReadShardResponse, error)
@@ -96,7 +98,9 @@ func (c *dataClient) StatShard(ctx context.Context, in *StatShardRequest, opts .
 //
 // Errors: NotFound (no such shard), DataLoss (a block failed its checksum;
 // no bytes are returned), ResourceExhausted (no disk has room),
-// InvalidArgument (bad key, range or checksum mismatch on write).
+// InvalidArgument (bad key, range or checksum mismatch on write),
+// PermissionDenied (capability missing, forged, expired or for another
+// chunk or operation), Unavailable (no capability keys yet: retry).
 type DataServer interface {
 	WriteShard(context.Context, *WriteShardRequest) (*WriteShardResponse, error)
 	ReadShard(context.Context, *ReadShardRequest) (*ReadShardResponse, error)

@@ -854,6 +854,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Heal
 	//	*SnapshotRecord_LockSession
 	//	*SnapshotRecord_Lock
+	//	*SnapshotRecord_CapKeys
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1013,6 +1014,15 @@ func (x *SnapshotRecord) GetLock() *SnapshotLock {
 	return nil
 }
 
+func (x *SnapshotRecord) GetCapKeys() *SnapshotCapKeys {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_CapKeys); ok {
+			return x.CapKeys
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -1070,6 +1080,11 @@ type SnapshotRecord_Lock struct {
 	Lock *SnapshotLock `protobuf:"bytes,61,opt,name=lock,proto3,oneof"`
 }
 
+type SnapshotRecord_CapKeys struct {
+	// cap range 150-159: shard capability keys.
+	CapKeys *SnapshotCapKeys `protobuf:"bytes,150,opt,name=cap_keys,json=capKeys,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -1095,6 +1110,8 @@ func (*SnapshotRecord_Heal) isSnapshotRecord_Rec() {}
 func (*SnapshotRecord_LockSession) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Lock) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_CapKeys) isSnapshotRecord_Rec() {}
 
 // GCDoneCommand tells the FSM that the shards of these garbage chunks were
 // deleted from the dataservers (or that their servers are gone for good).
@@ -1309,7 +1326,7 @@ var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
 const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\x1a\x13stratapb/heal.proto\x1a\x13stratapb/lock.proto\"t\n" +
+	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\x1a\x13stratapb/heal.proto\x1a\x13stratapb/lock.proto\x1a\x12stratapb/cap.proto\"t\n" +
 	"\x0fCommandEnvelope\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x15\n" +
 	"\x06now_ns\x18\x02 \x01(\x03R\x05nowNs\x12\x18\n" +
@@ -1386,7 +1403,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x85\x06\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xbf\x06\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -1404,7 +1421,8 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\x04snap\x18* \x01(\v2\x17.strata.v1.SnapshotSnapH\x00R\x04snap\x122\n" +
 	"\x04heal\x18\x14 \x01(\v2\x1c.strata.v1.SnapshotHealStateH\x00R\x04heal\x12C\n" +
 	"\flock_session\x18< \x01(\v2\x1e.strata.v1.SnapshotLockSessionH\x00R\vlockSession\x12-\n" +
-	"\x04lock\x18= \x01(\v2\x17.strata.v1.SnapshotLockH\x00R\x04lockB\x05\n" +
+	"\x04lock\x18= \x01(\v2\x17.strata.v1.SnapshotLockH\x00R\x04lock\x128\n" +
+	"\bcap_keys\x18\x96\x01 \x01(\v2\x1a.strata.v1.SnapshotCapKeysH\x00R\acapKeysB\x05\n" +
 	"\x03rec\"A\n" +
 	"\rGCDoneCommand\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIds\x12\x13\n" +
@@ -1461,7 +1479,8 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*SnapshotHealState)(nil),         // 26: strata.v1.SnapshotHealState
 	(*SnapshotLockSession)(nil),       // 27: strata.v1.SnapshotLockSession
 	(*SnapshotLock)(nil),              // 28: strata.v1.SnapshotLock
-	(*SnapshotInfo)(nil),              // 29: strata.v1.SnapshotInfo
+	(*SnapshotCapKeys)(nil),           // 29: strata.v1.SnapshotCapKeys
+	(*SnapshotInfo)(nil),              // 30: strata.v1.SnapshotInfo
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
 	21, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
@@ -1486,13 +1505,14 @@ var file_stratapb_fsm_proto_depIdxs = []int32{
 	26, // 19: strata.v1.SnapshotRecord.heal:type_name -> strata.v1.SnapshotHealState
 	27, // 20: strata.v1.SnapshotRecord.lock_session:type_name -> strata.v1.SnapshotLockSession
 	28, // 21: strata.v1.SnapshotRecord.lock:type_name -> strata.v1.SnapshotLock
-	24, // 22: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
-	29, // 23: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	29, // 22: strata.v1.SnapshotRecord.cap_keys:type_name -> strata.v1.SnapshotCapKeys
+	24, // 23: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
+	30, // 24: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1504,6 +1524,7 @@ func file_stratapb_fsm_proto_init() {
 	file_stratapb_snap_proto_init()
 	file_stratapb_heal_proto_init()
 	file_stratapb_lock_proto_init()
+	file_stratapb_cap_proto_init()
 	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
@@ -1518,6 +1539,7 @@ func file_stratapb_fsm_proto_init() {
 		(*SnapshotRecord_Heal)(nil),
 		(*SnapshotRecord_LockSession)(nil),
 		(*SnapshotRecord_Lock)(nil),
+		(*SnapshotRecord_CapKeys)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1119,10 +1119,13 @@ func (*RemoveDataServerResponse) Descriptor() ([]byte, []int) {
 // from the surviving shards on `sources` (server id -> address; the chunk's
 // servers list says which server holds which index) and store it.
 type RebuildShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Chunk         *Chunk                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
-	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	Sources       map[uint32]string      `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Chunk   *Chunk                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Index   uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Sources map[uint32]string      `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Signed by the leader for chunk.id, allowing rebuild and read: the
+	// rebuilding server passes it on to the peers it reads from.
+	Capability    []byte `protobuf:"bytes,150,opt,name=capability,proto3" json:"capability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1174,6 +1177,13 @@ func (x *RebuildShardRequest) GetIndex() uint32 {
 func (x *RebuildShardRequest) GetSources() map[uint32]string {
 	if x != nil {
 		return x.Sources
+	}
+	return nil
+}
+
+func (x *RebuildShardRequest) GetCapability() []byte {
+	if x != nil {
+		return x.Capability
 	}
 	return nil
 }
@@ -1456,11 +1466,14 @@ const file_stratapb_heal_proto_rawDesc = "" +
 	"\x17RemoveDataServerRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x1b\n" +
 	"\tserver_id\x18\x02 \x01(\rR\bserverId\"\x1a\n" +
-	"\x18RemoveDataServerResponse\"\xd6\x01\n" +
+	"\x18RemoveDataServerResponse\"\xf7\x01\n" +
 	"\x13RebuildShardRequest\x12&\n" +
 	"\x05chunk\x18\x01 \x01(\v2\x10.strata.v1.ChunkR\x05chunk\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12E\n" +
-	"\asources\x18\x03 \x03(\v2+.strata.v1.RebuildShardRequest.SourcesEntryR\asources\x1a:\n" +
+	"\asources\x18\x03 \x03(\v2+.strata.v1.RebuildShardRequest.SourcesEntryR\asources\x12\x1f\n" +
+	"\n" +
+	"capability\x18\x96\x01 \x01(\fR\n" +
+	"capability\x1a:\n" +
 	"\fSourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\",\n" +

@@ -2661,6 +2661,7 @@ type AllocateChunksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Allocations   []*Allocation          `protobuf:"bytes,1,rep,name=allocations,proto3" json:"allocations,omitempty"`
 	ServerAddrs   map[uint32]string      `protobuf:"bytes,2,rep,name=server_addrs,json=serverAddrs,proto3" json:"server_addrs,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Caps          *Capabilities          `protobuf:"bytes,150,opt,name=caps,proto3" json:"caps,omitempty"` // write capabilities for the allocated chunks
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2705,6 +2706,13 @@ func (x *AllocateChunksResponse) GetAllocations() []*Allocation {
 func (x *AllocateChunksResponse) GetServerAddrs() map[uint32]string {
 	if x != nil {
 		return x.ServerAddrs
+	}
+	return nil
+}
+
+func (x *AllocateChunksResponse) GetCaps() *Capabilities {
+	if x != nil {
+		return x.Caps
 	}
 	return nil
 }
@@ -2976,6 +2984,7 @@ type GetChunksResponse struct {
 	Attr          *Attr                  `protobuf:"bytes,1,opt,name=attr,proto3" json:"attr,omitempty"`
 	Chunks        []*Chunk               `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"` // present chunks only, sorted by index
 	ServerAddrs   map[uint32]string      `protobuf:"bytes,3,rep,name=server_addrs,json=serverAddrs,proto3" json:"server_addrs,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Caps          *Capabilities          `protobuf:"bytes,150,opt,name=caps,proto3" json:"caps,omitempty"` // read capabilities for the chunks
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3027,6 +3036,13 @@ func (x *GetChunksResponse) GetChunks() []*Chunk {
 func (x *GetChunksResponse) GetServerAddrs() map[uint32]string {
 	if x != nil {
 		return x.ServerAddrs
+	}
+	return nil
+}
+
+func (x *GetChunksResponse) GetCaps() *Capabilities {
+	if x != nil {
+		return x.Caps
 	}
 	return nil
 }
@@ -3222,6 +3238,7 @@ func (x *RegisterDataServerRequest) GetUsedBytes() uint64 {
 type RegisterDataServerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	CapKeys       *CapabilityKeys        `protobuf:"bytes,150,opt,name=cap_keys,json=capKeys,proto3" json:"cap_keys,omitempty"` // keys to check shard capabilities with
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3261,6 +3278,13 @@ func (x *RegisterDataServerResponse) GetId() uint32 {
 		return x.Id
 	}
 	return 0
+}
+
+func (x *RegisterDataServerResponse) GetCapKeys() *CapabilityKeys {
+	if x != nil {
+		return x.CapKeys
+	}
+	return nil
 }
 
 type HeartbeatRequest struct {
@@ -3376,6 +3400,7 @@ func (x *HeartbeatRequest) GetForegroundBytesPerSec() uint64 {
 
 type HeartbeatResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	CapKeys       *CapabilityKeys        `protobuf:"bytes,150,opt,name=cap_keys,json=capKeys,proto3" json:"cap_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3408,6 +3433,13 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
 	return file_stratapb_meta_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *HeartbeatResponse) GetCapKeys() *CapabilityKeys {
+	if x != nil {
+		return x.CapKeys
+	}
+	return nil
 }
 
 type RegisterMetaRequest struct {
@@ -4301,7 +4333,7 @@ var File_stratapb_meta_proto protoreflect.FileDescriptor
 
 const file_stratapb_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x13stratapb/meta.proto\x12\tstrata.v1\"~\n" +
+	"\x13stratapb/meta.proto\x12\tstrata.v1\x1a\x12stratapb/cap.proto\"~\n" +
 	"\rRequestHeader\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
 	"\n" +
@@ -4486,10 +4518,11 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\rR\x05count\x12\x14\n" +
-	"\x05sizes\x18\x04 \x03(\rR\x05sizes\"\xe8\x01\n" +
+	"\x05sizes\x18\x04 \x03(\rR\x05sizes\"\x96\x02\n" +
 	"\x16AllocateChunksResponse\x127\n" +
 	"\vallocations\x18\x01 \x03(\v2\x15.strata.v1.AllocationR\vallocations\x12U\n" +
-	"\fserver_addrs\x18\x02 \x03(\v22.strata.v1.AllocateChunksResponse.ServerAddrsEntryR\vserverAddrs\x1a>\n" +
+	"\fserver_addrs\x18\x02 \x03(\v22.strata.v1.AllocateChunksResponse.ServerAddrsEntryR\vserverAddrs\x12,\n" +
+	"\x04caps\x18\x96\x01 \x01(\v2\x17.strata.v1.CapabilitiesR\x04caps\x1a>\n" +
 	"\x10ServerAddrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
@@ -4512,11 +4545,12 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x1f\n" +
 	"\vfirst_index\x18\x03 \x01(\x04R\n" +
 	"firstIndex\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x04R\x05count\"\xf4\x01\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\"\xa2\x02\n" +
 	"\x11GetChunksResponse\x12#\n" +
 	"\x04attr\x18\x01 \x01(\v2\x0f.strata.v1.AttrR\x04attr\x12(\n" +
 	"\x06chunks\x18\x02 \x03(\v2\x10.strata.v1.ChunkR\x06chunks\x12P\n" +
-	"\fserver_addrs\x18\x03 \x03(\v2-.strata.v1.GetChunksResponse.ServerAddrsEntryR\vserverAddrs\x1a>\n" +
+	"\fserver_addrs\x18\x03 \x03(\v2-.strata.v1.GetChunksResponse.ServerAddrsEntryR\vserverAddrs\x12,\n" +
+	"\x04caps\x18\x96\x01 \x01(\v2\x17.strata.v1.CapabilitiesR\x04caps\x1a>\n" +
 	"\x10ServerAddrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x01\n" +
@@ -4537,9 +4571,10 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"used_bytes\x18\x05 \x01(\x04R\tusedBytes\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\",\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"c\n" +
 	"\x1aRegisterDataServerResponse\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\rR\x02id\"\xa6\x02\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x125\n" +
+	"\bcap_keys\x18\x96\x01 \x01(\v2\x19.strata.v1.CapabilityKeysR\acapKeys\"\xa6\x02\n" +
 	"\x10HeartbeatRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
@@ -4552,8 +4587,9 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\vshard_count\x18\a \x01(\x04R\n" +
 	"shardCount\x12\x1b\n" +
 	"\tread_only\x18\b \x01(\bR\breadOnly\x127\n" +
-	"\x18foreground_bytes_per_sec\x18\x14 \x01(\x04R\x15foregroundBytesPerSec\"\x13\n" +
-	"\x11HeartbeatResponse\"O\n" +
+	"\x18foreground_bytes_per_sec\x18\x14 \x01(\x04R\x15foregroundBytesPerSec\"J\n" +
+	"\x11HeartbeatResponse\x125\n" +
+	"\bcap_keys\x18\x96\x01 \x01(\v2\x19.strata.v1.CapabilityKeysR\acapKeys\"O\n" +
 	"\x13RegisterMetaRequest\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"\x16\n" +
@@ -4760,6 +4796,8 @@ var file_stratapb_meta_proto_goTypes = []any{
 	nil,                                // 68: strata.v1.GetChunksResponse.ServerAddrsEntry
 	nil,                                // 69: strata.v1.RegisterDataServerRequest.LabelsEntry
 	nil,                                // 70: strata.v1.DataServerStatus.LabelsEntry
+	(*Capabilities)(nil),               // 71: strata.v1.Capabilities
+	(*CapabilityKeys)(nil),             // 72: strata.v1.CapabilityKeys
 }
 var file_stratapb_meta_proto_depIdxs = []int32{
 	0,  // 0: strata.v1.Attr.type:type_name -> strata.v1.FileType
@@ -4798,83 +4836,87 @@ var file_stratapb_meta_proto_depIdxs = []int32{
 	3,  // 33: strata.v1.AllocateChunksRequest.header:type_name -> strata.v1.RequestHeader
 	39, // 34: strata.v1.AllocateChunksResponse.allocations:type_name -> strata.v1.Allocation
 	67, // 35: strata.v1.AllocateChunksResponse.server_addrs:type_name -> strata.v1.AllocateChunksResponse.ServerAddrsEntry
-	7,  // 36: strata.v1.ChunkCommit.chunk:type_name -> strata.v1.Chunk
-	3,  // 37: strata.v1.CommitChunksRequest.header:type_name -> strata.v1.RequestHeader
-	42, // 38: strata.v1.CommitChunksRequest.chunks:type_name -> strata.v1.ChunkCommit
-	6,  // 39: strata.v1.CommitChunksResponse.attr:type_name -> strata.v1.Attr
-	3,  // 40: strata.v1.GetChunksRequest.header:type_name -> strata.v1.RequestHeader
-	6,  // 41: strata.v1.GetChunksResponse.attr:type_name -> strata.v1.Attr
-	7,  // 42: strata.v1.GetChunksResponse.chunks:type_name -> strata.v1.Chunk
-	68, // 43: strata.v1.GetChunksResponse.server_addrs:type_name -> strata.v1.GetChunksResponse.ServerAddrsEntry
-	3,  // 44: strata.v1.ReportBadShardRequest.header:type_name -> strata.v1.RequestHeader
-	69, // 45: strata.v1.RegisterDataServerRequest.labels:type_name -> strata.v1.RegisterDataServerRequest.LabelsEntry
-	3,  // 46: strata.v1.ClusterStatusRequest.header:type_name -> strata.v1.RequestHeader
-	70, // 47: strata.v1.DataServerStatus.labels:type_name -> strata.v1.DataServerStatus.LabelsEntry
-	56, // 48: strata.v1.ClusterStatusResponse.members:type_name -> strata.v1.MetaMember
-	57, // 49: strata.v1.ClusterStatusResponse.dataservers:type_name -> strata.v1.DataServerStatus
-	9,  // 50: strata.v1.BatchOp.lookup:type_name -> strata.v1.LookupRequest
-	11, // 51: strata.v1.BatchOp.getattr:type_name -> strata.v1.GetAttrRequest
-	3,  // 52: strata.v1.BatchRequest.header:type_name -> strata.v1.RequestHeader
-	59, // 53: strata.v1.BatchRequest.ops:type_name -> strata.v1.BatchOp
-	6,  // 54: strata.v1.BatchResult.attr:type_name -> strata.v1.Attr
-	61, // 55: strata.v1.BatchResponse.results:type_name -> strata.v1.BatchResult
-	63, // 56: strata.v1.Meta.AddMember:input_type -> strata.v1.AddMemberRequest
-	65, // 57: strata.v1.Meta.RemoveMember:input_type -> strata.v1.RemoveMemberRequest
-	60, // 58: strata.v1.Meta.Batch:input_type -> strata.v1.BatchRequest
-	9,  // 59: strata.v1.Meta.Lookup:input_type -> strata.v1.LookupRequest
-	11, // 60: strata.v1.Meta.GetAttr:input_type -> strata.v1.GetAttrRequest
-	13, // 61: strata.v1.Meta.SetAttr:input_type -> strata.v1.SetAttrRequest
-	15, // 62: strata.v1.Meta.Mkdir:input_type -> strata.v1.MkdirRequest
-	17, // 63: strata.v1.Meta.Create:input_type -> strata.v1.CreateRequest
-	19, // 64: strata.v1.Meta.Unlink:input_type -> strata.v1.UnlinkRequest
-	21, // 65: strata.v1.Meta.Rmdir:input_type -> strata.v1.RmdirRequest
-	23, // 66: strata.v1.Meta.Rename:input_type -> strata.v1.RenameRequest
-	25, // 67: strata.v1.Meta.ReadDir:input_type -> strata.v1.ReadDirRequest
-	27, // 68: strata.v1.Meta.Symlink:input_type -> strata.v1.SymlinkRequest
-	29, // 69: strata.v1.Meta.Link:input_type -> strata.v1.LinkRequest
-	31, // 70: strata.v1.Meta.GetXattr:input_type -> strata.v1.GetXattrRequest
-	33, // 71: strata.v1.Meta.SetXattr:input_type -> strata.v1.SetXattrRequest
-	35, // 72: strata.v1.Meta.ListXattr:input_type -> strata.v1.ListXattrRequest
-	37, // 73: strata.v1.Meta.RemoveXattr:input_type -> strata.v1.RemoveXattrRequest
-	40, // 74: strata.v1.Meta.AllocateChunks:input_type -> strata.v1.AllocateChunksRequest
-	43, // 75: strata.v1.Meta.CommitChunks:input_type -> strata.v1.CommitChunksRequest
-	45, // 76: strata.v1.Meta.GetChunks:input_type -> strata.v1.GetChunksRequest
-	47, // 77: strata.v1.Meta.ReportBadShard:input_type -> strata.v1.ReportBadShardRequest
-	49, // 78: strata.v1.Meta.RegisterDataServer:input_type -> strata.v1.RegisterDataServerRequest
-	51, // 79: strata.v1.Meta.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	53, // 80: strata.v1.Meta.RegisterMeta:input_type -> strata.v1.RegisterMetaRequest
-	55, // 81: strata.v1.Meta.ClusterStatus:input_type -> strata.v1.ClusterStatusRequest
-	64, // 82: strata.v1.Meta.AddMember:output_type -> strata.v1.AddMemberResponse
-	66, // 83: strata.v1.Meta.RemoveMember:output_type -> strata.v1.RemoveMemberResponse
-	62, // 84: strata.v1.Meta.Batch:output_type -> strata.v1.BatchResponse
-	10, // 85: strata.v1.Meta.Lookup:output_type -> strata.v1.LookupResponse
-	12, // 86: strata.v1.Meta.GetAttr:output_type -> strata.v1.GetAttrResponse
-	14, // 87: strata.v1.Meta.SetAttr:output_type -> strata.v1.SetAttrResponse
-	16, // 88: strata.v1.Meta.Mkdir:output_type -> strata.v1.MkdirResponse
-	18, // 89: strata.v1.Meta.Create:output_type -> strata.v1.CreateResponse
-	20, // 90: strata.v1.Meta.Unlink:output_type -> strata.v1.UnlinkResponse
-	22, // 91: strata.v1.Meta.Rmdir:output_type -> strata.v1.RmdirResponse
-	24, // 92: strata.v1.Meta.Rename:output_type -> strata.v1.RenameResponse
-	26, // 93: strata.v1.Meta.ReadDir:output_type -> strata.v1.ReadDirResponse
-	28, // 94: strata.v1.Meta.Symlink:output_type -> strata.v1.SymlinkResponse
-	30, // 95: strata.v1.Meta.Link:output_type -> strata.v1.LinkResponse
-	32, // 96: strata.v1.Meta.GetXattr:output_type -> strata.v1.GetXattrResponse
-	34, // 97: strata.v1.Meta.SetXattr:output_type -> strata.v1.SetXattrResponse
-	36, // 98: strata.v1.Meta.ListXattr:output_type -> strata.v1.ListXattrResponse
-	38, // 99: strata.v1.Meta.RemoveXattr:output_type -> strata.v1.RemoveXattrResponse
-	41, // 100: strata.v1.Meta.AllocateChunks:output_type -> strata.v1.AllocateChunksResponse
-	44, // 101: strata.v1.Meta.CommitChunks:output_type -> strata.v1.CommitChunksResponse
-	46, // 102: strata.v1.Meta.GetChunks:output_type -> strata.v1.GetChunksResponse
-	48, // 103: strata.v1.Meta.ReportBadShard:output_type -> strata.v1.ReportBadShardResponse
-	50, // 104: strata.v1.Meta.RegisterDataServer:output_type -> strata.v1.RegisterDataServerResponse
-	52, // 105: strata.v1.Meta.Heartbeat:output_type -> strata.v1.HeartbeatResponse
-	54, // 106: strata.v1.Meta.RegisterMeta:output_type -> strata.v1.RegisterMetaResponse
-	58, // 107: strata.v1.Meta.ClusterStatus:output_type -> strata.v1.ClusterStatusResponse
-	82, // [82:108] is the sub-list for method output_type
-	56, // [56:82] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	71, // 36: strata.v1.AllocateChunksResponse.caps:type_name -> strata.v1.Capabilities
+	7,  // 37: strata.v1.ChunkCommit.chunk:type_name -> strata.v1.Chunk
+	3,  // 38: strata.v1.CommitChunksRequest.header:type_name -> strata.v1.RequestHeader
+	42, // 39: strata.v1.CommitChunksRequest.chunks:type_name -> strata.v1.ChunkCommit
+	6,  // 40: strata.v1.CommitChunksResponse.attr:type_name -> strata.v1.Attr
+	3,  // 41: strata.v1.GetChunksRequest.header:type_name -> strata.v1.RequestHeader
+	6,  // 42: strata.v1.GetChunksResponse.attr:type_name -> strata.v1.Attr
+	7,  // 43: strata.v1.GetChunksResponse.chunks:type_name -> strata.v1.Chunk
+	68, // 44: strata.v1.GetChunksResponse.server_addrs:type_name -> strata.v1.GetChunksResponse.ServerAddrsEntry
+	71, // 45: strata.v1.GetChunksResponse.caps:type_name -> strata.v1.Capabilities
+	3,  // 46: strata.v1.ReportBadShardRequest.header:type_name -> strata.v1.RequestHeader
+	69, // 47: strata.v1.RegisterDataServerRequest.labels:type_name -> strata.v1.RegisterDataServerRequest.LabelsEntry
+	72, // 48: strata.v1.RegisterDataServerResponse.cap_keys:type_name -> strata.v1.CapabilityKeys
+	72, // 49: strata.v1.HeartbeatResponse.cap_keys:type_name -> strata.v1.CapabilityKeys
+	3,  // 50: strata.v1.ClusterStatusRequest.header:type_name -> strata.v1.RequestHeader
+	70, // 51: strata.v1.DataServerStatus.labels:type_name -> strata.v1.DataServerStatus.LabelsEntry
+	56, // 52: strata.v1.ClusterStatusResponse.members:type_name -> strata.v1.MetaMember
+	57, // 53: strata.v1.ClusterStatusResponse.dataservers:type_name -> strata.v1.DataServerStatus
+	9,  // 54: strata.v1.BatchOp.lookup:type_name -> strata.v1.LookupRequest
+	11, // 55: strata.v1.BatchOp.getattr:type_name -> strata.v1.GetAttrRequest
+	3,  // 56: strata.v1.BatchRequest.header:type_name -> strata.v1.RequestHeader
+	59, // 57: strata.v1.BatchRequest.ops:type_name -> strata.v1.BatchOp
+	6,  // 58: strata.v1.BatchResult.attr:type_name -> strata.v1.Attr
+	61, // 59: strata.v1.BatchResponse.results:type_name -> strata.v1.BatchResult
+	63, // 60: strata.v1.Meta.AddMember:input_type -> strata.v1.AddMemberRequest
+	65, // 61: strata.v1.Meta.RemoveMember:input_type -> strata.v1.RemoveMemberRequest
+	60, // 62: strata.v1.Meta.Batch:input_type -> strata.v1.BatchRequest
+	9,  // 63: strata.v1.Meta.Lookup:input_type -> strata.v1.LookupRequest
+	11, // 64: strata.v1.Meta.GetAttr:input_type -> strata.v1.GetAttrRequest
+	13, // 65: strata.v1.Meta.SetAttr:input_type -> strata.v1.SetAttrRequest
+	15, // 66: strata.v1.Meta.Mkdir:input_type -> strata.v1.MkdirRequest
+	17, // 67: strata.v1.Meta.Create:input_type -> strata.v1.CreateRequest
+	19, // 68: strata.v1.Meta.Unlink:input_type -> strata.v1.UnlinkRequest
+	21, // 69: strata.v1.Meta.Rmdir:input_type -> strata.v1.RmdirRequest
+	23, // 70: strata.v1.Meta.Rename:input_type -> strata.v1.RenameRequest
+	25, // 71: strata.v1.Meta.ReadDir:input_type -> strata.v1.ReadDirRequest
+	27, // 72: strata.v1.Meta.Symlink:input_type -> strata.v1.SymlinkRequest
+	29, // 73: strata.v1.Meta.Link:input_type -> strata.v1.LinkRequest
+	31, // 74: strata.v1.Meta.GetXattr:input_type -> strata.v1.GetXattrRequest
+	33, // 75: strata.v1.Meta.SetXattr:input_type -> strata.v1.SetXattrRequest
+	35, // 76: strata.v1.Meta.ListXattr:input_type -> strata.v1.ListXattrRequest
+	37, // 77: strata.v1.Meta.RemoveXattr:input_type -> strata.v1.RemoveXattrRequest
+	40, // 78: strata.v1.Meta.AllocateChunks:input_type -> strata.v1.AllocateChunksRequest
+	43, // 79: strata.v1.Meta.CommitChunks:input_type -> strata.v1.CommitChunksRequest
+	45, // 80: strata.v1.Meta.GetChunks:input_type -> strata.v1.GetChunksRequest
+	47, // 81: strata.v1.Meta.ReportBadShard:input_type -> strata.v1.ReportBadShardRequest
+	49, // 82: strata.v1.Meta.RegisterDataServer:input_type -> strata.v1.RegisterDataServerRequest
+	51, // 83: strata.v1.Meta.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	53, // 84: strata.v1.Meta.RegisterMeta:input_type -> strata.v1.RegisterMetaRequest
+	55, // 85: strata.v1.Meta.ClusterStatus:input_type -> strata.v1.ClusterStatusRequest
+	64, // 86: strata.v1.Meta.AddMember:output_type -> strata.v1.AddMemberResponse
+	66, // 87: strata.v1.Meta.RemoveMember:output_type -> strata.v1.RemoveMemberResponse
+	62, // 88: strata.v1.Meta.Batch:output_type -> strata.v1.BatchResponse
+	10, // 89: strata.v1.Meta.Lookup:output_type -> strata.v1.LookupResponse
+	12, // 90: strata.v1.Meta.GetAttr:output_type -> strata.v1.GetAttrResponse
+	14, // 91: strata.v1.Meta.SetAttr:output_type -> strata.v1.SetAttrResponse
+	16, // 92: strata.v1.Meta.Mkdir:output_type -> strata.v1.MkdirResponse
+	18, // 93: strata.v1.Meta.Create:output_type -> strata.v1.CreateResponse
+	20, // 94: strata.v1.Meta.Unlink:output_type -> strata.v1.UnlinkResponse
+	22, // 95: strata.v1.Meta.Rmdir:output_type -> strata.v1.RmdirResponse
+	24, // 96: strata.v1.Meta.Rename:output_type -> strata.v1.RenameResponse
+	26, // 97: strata.v1.Meta.ReadDir:output_type -> strata.v1.ReadDirResponse
+	28, // 98: strata.v1.Meta.Symlink:output_type -> strata.v1.SymlinkResponse
+	30, // 99: strata.v1.Meta.Link:output_type -> strata.v1.LinkResponse
+	32, // 100: strata.v1.Meta.GetXattr:output_type -> strata.v1.GetXattrResponse
+	34, // 101: strata.v1.Meta.SetXattr:output_type -> strata.v1.SetXattrResponse
+	36, // 102: strata.v1.Meta.ListXattr:output_type -> strata.v1.ListXattrResponse
+	38, // 103: strata.v1.Meta.RemoveXattr:output_type -> strata.v1.RemoveXattrResponse
+	41, // 104: strata.v1.Meta.AllocateChunks:output_type -> strata.v1.AllocateChunksResponse
+	44, // 105: strata.v1.Meta.CommitChunks:output_type -> strata.v1.CommitChunksResponse
+	46, // 106: strata.v1.Meta.GetChunks:output_type -> strata.v1.GetChunksResponse
+	48, // 107: strata.v1.Meta.ReportBadShard:output_type -> strata.v1.ReportBadShardResponse
+	50, // 108: strata.v1.Meta.RegisterDataServer:output_type -> strata.v1.RegisterDataServerResponse
+	52, // 109: strata.v1.Meta.Heartbeat:output_type -> strata.v1.HeartbeatResponse
+	54, // 110: strata.v1.Meta.RegisterMeta:output_type -> strata.v1.RegisterMetaResponse
+	58, // 111: strata.v1.Meta.ClusterStatus:output_type -> strata.v1.ClusterStatusResponse
+	86, // [86:112] is the sub-list for method output_type
+	60, // [60:86] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_meta_proto_init() }
@@ -4882,6 +4924,7 @@ func file_stratapb_meta_proto_init() {
 	if File_stratapb_meta_proto != nil {
 		return
 	}
+	file_stratapb_cap_proto_init()
 	file_stratapb_meta_proto_msgTypes[56].OneofWrappers = []any{
 		(*BatchOp_Lookup)(nil),
 		(*BatchOp_Getattr)(nil),
