@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/netfault"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -93,6 +94,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Net, when set, lets a test cut this server off the network.
 	Net *netfault.Switch
+	// AuditLog, when set, gets the records of tenant and quota changes and
+	// of refused tenant requests (nil: none are kept).
+	AuditLog *audit.Log
 }
 
 // Default small-file threshold: chunks below this size are replicated

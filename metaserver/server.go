@@ -117,12 +117,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.parts = parts
-	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, grpc.ChainUnaryInterceptor(s.met.interceptor))...)
+	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, grpc.ChainUnaryInterceptor(s.met.interceptor, s.tenantInterceptor))...)
 	stratapb.RegisterMetaServer(s.grpc, s)
 	stratapb.RegisterSnapServer(s.grpc, &snapService{s: s})
 	stratapb.RegisterImageServer(s.grpc, &imageService{s: s})
 	stratapb.RegisterHealServer(s.grpc, &healService{s: s})
 	stratapb.RegisterLockServer(s.grpc, &lockService{s: s})
+	stratapb.RegisterTenantServer(s.grpc, &tenantService{s: s})
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.cfg.Net.Listener(grpcLis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
