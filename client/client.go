@@ -41,7 +41,7 @@ type Config struct {
 	// metadata strata-tenant-token): the caller is that tenant, confined
 	// to its namespace. Empty: the cluster administrator.
 	TenantToken string
-	Logger *slog.Logger
+	Logger      *slog.Logger
 	// ShardTimeout bounds one shard RPC to one dataserver. Default 30s.
 	ShardTimeout time.Duration
 	// StaleReads lets any metaserver answer reads from its own state, which
