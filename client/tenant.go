@@ -166,3 +166,7 @@ func (c *Client) WhoAmI(ctx context.Context) (*stratapb.WhoAmIResponse, error) {
 
 // TenantTokenFromEnv returns $STRATA_TENANT_TOKEN.
 func TenantTokenFromEnv() string { return os.Getenv(TenantTokenEnv) }
+
+// TenantsDir is where tenants' roots lie in the administrator's view of
+// the namespace: TenantsDir/NAME is "/" for tenant NAME.
+const TenantsDir = "/.tenants"

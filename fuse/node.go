@@ -147,17 +147,11 @@ func setTime(sec *uint64, nsec *uint32, ns int64) {
 	*sec, *nsec = uint64(ns/1e9), uint32(ns%1e9)
 }
 
-// owner is the uid and gid of the process that made the request: new
-// files belong to it, not to the daemon.
-func owner(ctx context.Context) client.Owner {
-	if c, ok := gofuse.FromContext(ctx); ok {
-		return client.Owner{Uid: c.Uid, Gid: c.Gid}
-	}
-	return client.Owner{}
-}
-
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, mayExec); e != 0 {
+		return nil, e
+	}
 	a, err := n.m.cl.Lookup(ctx, n.ino(), name)
 	if err != nil {
 		return nil, n.m.errno("lookup", n.ino(), err)
@@ -177,6 +171,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	if e := n.squashSetattr(ctx, in); e != 0 {
+		return e
+	}
 	a, err := n.setAttr(ctx, setAttrIn(in))
 	if err != nil {
 		return n.m.fileErrno("setattr", n.ino(), err)

@@ -37,6 +37,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	overlay := fs.String("overlay", envDefault("overlay", ""), "with --image: local directory of the overlay (upper layer on this node's disk; made if missing, kept across mounts)")
 	pull := fs.String("pull", envDefault("pull", ""), "with --image: on first use of --overlay on this node, fill it from this saved overlay (strata overlay pull)")
 	node := fs.String("node", envDefault("node", ""), "with --pull: this node's sub-overlay")
+	noSquash := fs.Bool("no-root-squash", false, "with --tenant-token: let root act as root (by default it acts as nobody, 65534)")
 	if err := parse(fs, args, 1, 1, "mount [flags] MOUNTPOINT\n       strata mount [flags] --image NAME:TAG --overlay DIR MOUNTPOINT"); err != nil {
 		return err
 	}
@@ -59,6 +60,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer c.Close()
 	log, _ := newLogger(stderr, *cf.level)
 	o.Logger = log
+	o.RootSquash = *cf.tenantToken != "" && !*noSquash
 	if *image != "" {
 		return mountImage(ctx, c, imageMount{image: *image, dir: *overlay, mp: fs.Arg(0), pull: *pull, node: *node}, o, stdout, log)
 	}
