@@ -23,7 +23,7 @@ const imageUsage = `usage: strata image COMMAND [flags] ARGS
   show NAME:TAG                 an image's record, size, and what it shares with others
   tag NAME:TAG NEW:TAG          another name for an image (shares all its data)
   rm NAME:TAG...                remove images
-  share NAME:TAG --to TENANT    give a tenant a read-only copy (administrator)`
+  share --to TENANT NAME:TAG    give a tenant a read-only copy (administrator)`
 
 func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {

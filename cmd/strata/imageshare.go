@@ -11,7 +11,7 @@ func runImageShare(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("image share", stderr)
 	cf := addClientFlags(fs)
 	tenant := fs.String("to", "", "the tenant to share the image with")
-	if err := parse(fs, args, 1, 1, "image share [flags] NAME:TAG --to TENANT"); err != nil {
+	if err := parse(fs, args, 1, 1, "image share [flags] --to TENANT NAME:TAG"); err != nil {
 		return err
 	}
 	if *tenant == "" && fs.NArg() == 1 {

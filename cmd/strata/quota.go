@@ -37,11 +37,18 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	rest := fs.Args()
 	if len(rest) > 1 && rest[0] == "set" {
-		// Allow flags after the path: strata quota set /d --bytes 1G.
-		if err := fs.Parse(rest[2:]); err != nil {
-			return usageErr("%v", err)
+		// Flags may follow the subcommand and the path:
+		// strata quota set /d --bytes 1G.
+		var pos []string
+		for more := rest[1:]; len(more) > 0; {
+			if err := fs.Parse(more); err != nil {
+				return usageErr("%v", err)
+			}
+			if more = fs.Args(); len(more) > 0 {
+				pos, more = append(pos, more[0]), more[1:]
+			}
 		}
-		rest = append(rest[:2:2], fs.Args()...)
+		rest = append([]string{"set"}, pos...)
 	}
 	switch {
 	case len(rest) == 1 && rest[0] == "show":
