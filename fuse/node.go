@@ -161,6 +161,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, 0); e != 0 && f == nil {
+		return e
+	}
 	a, err := n.m.cl.GetAttr(ctx, n.ino())
 	if err != nil {
 		return n.m.fileErrno("getattr", n.ino(), err)

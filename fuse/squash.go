@@ -52,20 +52,38 @@ func (m *FS) owner(ctx context.Context) client.Owner {
 	return client.Owner{}
 }
 
-// squashCheck refuses, for squashed root, what nobody may not do on n:
-// want is an OR of mayRead, mayWrite, mayExec.
+// squashCheck refuses, for squashed root, what nobody may not do on n
+// (want is an OR of mayRead, mayWrite, mayExec; 0 checks the path only).
+// Every directory above n must let nobody through (search permission):
+// the kernel caches names and walks cached paths without asking, and it
+// lets root through anything.
 func (n *node) squashCheck(ctx context.Context, want uint32) syscall.Errno {
 	if !n.m.squashedRoot(ctx) {
 		return 0
 	}
-	a, err := n.m.cl.GetAttr(ctx, n.ino())
-	if err != nil {
-		return n.m.errno("access", n.ino(), err)
-	}
-	if !permits(a, Nobody, Nobody, want) {
-		return syscall.EACCES
+	for cur, w := n, want; cur != nil; cur, w = cur.parentNode(), mayExec {
+		if w == 0 {
+			continue
+		}
+		a, err := n.m.cl.GetAttr(ctx, cur.ino())
+		if err != nil {
+			return n.m.errno("access", cur.ino(), err)
+		}
+		if !permits(a, Nobody, Nobody, w) {
+			return syscall.EACCES
+		}
 	}
 	return 0
+}
+
+// parentNode is the directory n was found in, nil at the mount's root.
+func (n *node) parentNode() *node {
+	_, p := n.Parent()
+	if p == nil {
+		return nil
+	}
+	pn, _ := p.Operations().(*node)
+	return pn
 }
 
 // permits is the classic Unix check: owner bits for the owner, group bits
