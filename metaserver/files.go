@@ -30,7 +30,9 @@ func (s *state) truncate(n *inode, size uint64, now int64) {
 	clear(n.chunks[len(keep):]) // let dropped server slices go
 	n.chunks = keep
 	s.logical = s.logical - n.size + size
-	s.charge(n.quota, 0, int64(size)-int64(n.size))
+	if n.typ == stratapb.FileType_REGULAR { // free truncates every kind
+		s.charge(n.quota, 0, int64(size)-int64(n.size))
+	}
 	n.size = size
 	n.mtime, n.ctime = now, now
 }

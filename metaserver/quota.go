@@ -137,11 +137,17 @@ func (s *state) treeCost(src *inode) (files, bytes uint64) {
 }
 
 // cloneRoom checks that copying src into d fits d's quotas.
-func (s *state) cloneRoom(src, d *inode) error {
+func (s *state) cloneRoom(src, d *inode) error { return s.cloneRoomPlus(src, d, false) }
+
+// cloneRoomPlus is cloneRoom with one more directory to make first.
+func (s *state) cloneRoomPlus(src, d *inode, extraDir bool) error {
 	if d.quota == 0 {
 		return nil
 	}
 	files, bytes := s.treeCost(src)
+	if extraDir {
+		files++
+	}
 	return s.quotaRoom(d.quota, files, bytes)
 }
 

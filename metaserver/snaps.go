@@ -110,13 +110,15 @@ func (s *state) createSnapshot(now int64, r *stratapb.CreateSnapshotRequest) (*s
 	if err != nil {
 		return nil, err
 	}
+	// Check the room before anything changes (the area itself is one
+	// more inode when it is made now).
+	if err := s.cloneRoomPlus(src, root, area == nil); err != nil {
+		return nil, err
+	}
 	if area == nil {
 		area = s.makeSnapArea(root, now)
 	} else if _, taken := area.children[r.Name]; taken {
 		return nil, errnof(syscall.EEXIST, "/%s/%s exists", SnapshotDir, r.Name)
-	}
-	if err := s.cloneRoom(src, root); err != nil {
-		return nil, err
 	}
 	res := s.cloneTree(src, area, r.Name, true)
 	res.root.flags |= flagPinned
