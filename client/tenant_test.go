@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -430,13 +433,20 @@ func TestTenantIsolation(t *testing.T) {
 // TestTenantBadToken: an unknown token is refused, not taken for the
 // administrator.
 func TestTenantBadToken(t *testing.T) {
-	cl, admin := newClusterClient(t, 3)
+	auditFile := filepath.Join(t.TempDir(), "audit.log")
+	f, err := os.Create(auditFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: 3, AuditLog: audit.New(f, nil)})
+	admin := tenantClient(t, cl.MetaAddrs(), "")
 	ctx := ctxFor(t)
-	if _, _, err := admin.CreateTenant(ctx, "alpha", client.TenantOptions{}); err != nil {
+	if _, _, err = admin.CreateTenant(ctx, "alpha", client.TenantOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	bad := tenantClient(t, cl.MetaAddrs(), "stt_forged")
-	_, err := bad.Stat(ctx, "/")
+	_, err = bad.Stat(ctx, "/")
 	if status.Code(err) != codes.Unauthenticated && !strings.Contains(err.Error(), "invalid tenant token") {
 		t.Fatalf("forged token: %v, want Unauthenticated", err)
 	}
@@ -453,5 +463,18 @@ func TestTenantBadToken(t *testing.T) {
 	}
 	if _, err := admin.Stat(ctx, "/.tenants/alpha"); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("removed tenant's tree: %v", err)
+	}
+	// Audit records: create, the refused token, remove; never the token.
+	raw, err := os.ReadFile(auditFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"action":"tenant.create"`, `"action":"auth.tenant-token"`, `"outcome":"denied"`, `"action":"tenant.remove"`, `"object":"tenant/alpha"`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("audit log lacks %s:\n%s", want, raw)
+		}
+	}
+	if strings.Contains(string(raw), "stt_") {
+		t.Errorf("audit log holds a token:\n%s", raw)
 	}
 }

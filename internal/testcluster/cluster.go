@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/netfault"
 	"github.com/strata-hpc/strata/metaserver"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -59,6 +60,8 @@ type Options struct {
 	// Logger receives every server's logs; default: none, or everything
 	// at debug level on stderr when STRATA_TEST_LOG is set.
 	Logger *slog.Logger
+	// AuditLog, when set, receives every metaserver's audit records.
+	AuditLog *audit.Log
 }
 
 // Cluster is a running test cluster.
@@ -195,6 +198,7 @@ func (c *Cluster) startMetas() {
 		cfg.RepairInterval = 200 * time.Millisecond
 		cfg.NoRepair = !c.opts.Heal
 		cfg.AuditInterval, cfg.OrphanGrace = c.opts.AuditInterval, c.opts.OrphanGrace
+		cfg.AuditLog = c.opts.AuditLog
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
 		}
