@@ -338,15 +338,15 @@ func TestTenantIsolation(t *testing.T) {
 	for _, tc := range isolationCases(e) {
 		t.Run(tc.name, func(t *testing.T) {
 			for what, inos := range targets {
-				var foreign, miss error
-				err := e.a.Meta().CallConn(ctx, func(ctx context.Context, cc grpc.ClientConnInterface) error {
-					foreign = tc.call(ctx, cc, e.a.NewHeader(), inos[0], e.bChunk)
-					miss = tc.call(ctx, cc, e.a.NewHeader(), inos[1], missing)
-					return nil
-				})
-				if err != nil {
-					t.Fatal(err)
+				// Through CallConn, which follows the leader: a leader change
+				// under load must not pass for an answer.
+				call := func(ino uint64, ch *stratapb.Chunk) error {
+					hdr := e.a.NewHeader()
+					return e.a.Meta().CallConn(ctx, func(ctx context.Context, cc grpc.ClientConnInterface) error {
+						return tc.call(ctx, cc, hdr, ino, ch)
+					})
 				}
+				foreign, miss := call(inos[0], e.bChunk), call(inos[1], missing)
 				if foreign == nil {
 					t.Fatalf("%s of B's %s succeeded for tenant A", tc.name, what)
 				}
