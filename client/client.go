@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -32,9 +34,14 @@ import (
 type Config struct {
 	// MetaAddrs are metaserver gRPC addresses (or the one service IP).
 	MetaAddrs []string
-	// Tenant selects the namespace root; "" is the default tenant.
+	// Tenant selects the namespace root; "" is the default tenant. Only
+	// the administrator may choose; a tenant is known by its token.
 	Tenant string
-	Logger *slog.Logger
+	// TenantToken, when set, is sent with every metadata request (gRPC
+	// metadata strata-tenant-token): the caller is that tenant, confined
+	// to its namespace. Empty: the cluster administrator.
+	TenantToken string
+	Logger      *slog.Logger
 	// ShardTimeout bounds one shard RPC to one dataserver. Default 30s.
 	ShardTimeout time.Duration
 	// StaleReads lets any metaserver answer reads from its own state, which
@@ -93,7 +100,11 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("component", "client")
-	meta, err := metaconn.New(cfg.MetaAddrs, metaconn.Options{Logger: cfg.Logger})
+	mopts := metaconn.Options{Logger: cfg.Logger}
+	if cfg.TenantToken != "" {
+		mopts.DialOptions = append(mopts.DialOptions, grpc.WithPerRPCCredentials(tenantToken(cfg.TenantToken)))
+	}
+	meta, err := metaconn.New(cfg.MetaAddrs, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}

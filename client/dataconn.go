@@ -158,8 +158,9 @@ func newBadShardReporter(c *Client) *badShardReporter {
 	return r
 }
 
-// report queues a report that shard of chunk on server is bad or missing.
-func (r *badShardReporter) report(chunkID uint64, shard int, server uint32, reason string) {
+// report queues a report that shard of chunk (of file ino) on server is
+// bad or missing.
+func (r *badShardReporter) report(ino, chunkID uint64, shard int, server uint32, reason string) {
 	key := [2]uint64{chunkID, uint64(shard)}
 	now := time.Now()
 	r.mu.Lock()
@@ -175,7 +176,7 @@ func (r *badShardReporter) report(chunkID uint64, shard int, server uint32, reas
 	}
 	r.recent[key] = now
 	req := &stratapb.ReportBadShardRequest{
-		Header: r.c.NewHeader(), ChunkId: chunkID, ShardIndex: uint32(shard), ServerId: server, Reason: reason,
+		Header: r.c.NewHeader(), ChunkId: chunkID, ShardIndex: uint32(shard), ServerId: server, Reason: reason, Ino: ino,
 	}
 	select {
 	case r.queue <- req:

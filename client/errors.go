@@ -156,7 +156,7 @@ func (c *Client) reportFailures(ctx context.Context, ref chunkRef, off int, fail
 		}
 		c.log.Warn("bad shard", "ino", ref.ino, "chunk", ref.ch.GetId(), "index", ref.ch.GetIndex(),
 			"offset", ref.base+int64(off), "shard", f.Shard, "server", f.Server, "addr", f.Addr, "err", f.Err)
-		c.reports.report(ref.ch.GetId(), f.Shard, f.Server, shardReason(f.Err))
+		c.reports.report(ref.ino, ref.ch.GetId(), f.Shard, f.Server, shardReason(f.Err))
 	}
 }
 

@@ -55,6 +55,9 @@ func (m *FS) fsStats(ctx context.Context) (client.FSStats, error) {
 // ERANGE when dest is too small, as getxattr(2) does.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, mayRead); e != 0 {
+		return 0, e
+	}
 	var val []byte
 	if attr == capsXattr {
 		var e syscall.Errno
@@ -76,6 +79,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
+	if e := n.squashCheck(ctx, mayWrite); e != 0 {
+		return e
+	}
 	if flags&^(client.XattrCreate|client.XattrReplace) != 0 {
 		return n.m.errno("setxattr", n.ino(), fmt.Errorf("fuse: setxattr flags %#x: %w", flags, syscall.EINVAL))
 	}
@@ -88,6 +94,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 // Listxattr returns the names NUL-terminated, one after the other.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, mayRead); e != 0 {
+		return 0, e
+	}
 	names, err := n.m.cl.ListXattr(ctx, n.ino())
 	if err != nil {
 		return 0, n.m.errno("listxattr", n.ino(), err)
@@ -107,5 +116,8 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
 	defer n.forgetCaps()
+	if e := n.squashCheck(ctx, mayWrite); e != 0 {
+		return e
+	}
 	return n.m.errno("removexattr", n.ino(), n.m.cl.RemoveXattr(ctx, n.ino(), attr))
 }

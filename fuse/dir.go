@@ -19,7 +19,10 @@ import (
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
-	a, err := n.m.cl.MkdirAt(ctx, n.ino(), name, mode&0o7777, owner(ctx))
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return nil, e
+	}
+	a, err := n.m.cl.MkdirAt(ctx, n.ino(), name, mode&0o7777, n.m.owner(ctx))
 	if err != nil {
 		return nil, n.m.errno("mkdir", n.ino(), err)
 	}
@@ -29,11 +32,14 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return nil, nil, 0, e
+	}
 	opts := client.CreateOptions{
 		Exclusive: flags&syscall.O_EXCL != 0,
 		Truncate:  flags&syscall.O_TRUNC != 0,
 	}
-	a, _, err := n.m.cl.CreateAt(ctx, n.ino(), name, mode&0o7777, owner(ctx), opts)
+	a, _, err := n.m.cl.CreateAt(ctx, n.ino(), name, mode&0o7777, n.m.owner(ctx), opts)
 	if err != nil {
 		return nil, nil, 0, n.m.errno("create", n.ino(), err)
 	}
@@ -51,6 +57,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return nil, e
+	}
 	var typ stratapb.FileType
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFCHR:
@@ -62,7 +71,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	case syscall.S_IFSOCK:
 		typ, dev = stratapb.FileType_SOCKET, 0
 	case syscall.S_IFREG, 0:
-		a, _, err := n.m.cl.CreateAt(ctx, n.ino(), name, mode&0o7777, owner(ctx), client.CreateOptions{Exclusive: true})
+		a, _, err := n.m.cl.CreateAt(ctx, n.ino(), name, mode&0o7777, n.m.owner(ctx), client.CreateOptions{Exclusive: true})
 		if err != nil {
 			return nil, n.m.errno("mknod", n.ino(), err)
 		}
@@ -70,7 +79,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	default:
 		return nil, syscall.EINVAL
 	}
-	a, err := n.m.cl.MknodAt(ctx, n.ino(), name, typ, mode&0o7777, dev, owner(ctx))
+	a, err := n.m.cl.MknodAt(ctx, n.ino(), name, typ, mode&0o7777, dev, n.m.owner(ctx))
 	if err != nil {
 		return nil, n.m.errno("mknod", n.ino(), err)
 	}
@@ -80,7 +89,10 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
-	a, err := n.m.cl.SymlinkAt(ctx, n.ino(), name, target, owner(ctx))
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return nil, e
+	}
+	a, err := n.m.cl.SymlinkAt(ctx, n.ino(), name, target, n.m.owner(ctx))
 	if err != nil {
 		return nil, n.m.errno("symlink", n.ino(), err)
 	}
@@ -105,6 +117,9 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return nil, e
+	}
 	ino := target.EmbeddedInode().StableAttr().Ino
 	a, err := n.m.cl.LinkAt(ctx, ino, n.ino(), name)
 	if err != nil {
@@ -116,6 +131,9 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return e
+	}
 	if cn := n.lockedChild(name); cn != nil {
 		defer cn.mu.Unlock()
 		if cn.needsSillyLocked() {
@@ -128,6 +146,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return e
+	}
 	return n.m.errno("rmdir", n.ino(), n.m.cl.RmdirAt(ctx, n.ino(), name))
 }
 
@@ -140,6 +161,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV
+	}
+	if e := n.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return e
+	}
+	if e := np.squashCheck(ctx, mayWrite|mayExec); e != 0 {
+		return e
 	}
 	replace := flags&(client.RenameNoReplace|client.RenameExchange) == 0
 	if cn := np.lockedChild(newName); cn != nil {
@@ -175,6 +202,9 @@ func (n *node) renameOverOpen(ctx context.Context, name string, np *node, newNam
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, mayRead); e != 0 {
+		return nil, e
+	}
 	var entries []*stratapb.DirEntry
 	var err error
 	if n.isFrozen() {

@@ -44,6 +44,9 @@ var (
 // it reads up to is the new one.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, openWants(flags)); e != 0 {
+		return nil, 0, e
+	}
 	// Count the open first: an unlink or rename-over racing with it must
 	// see the file as open and rename it away rather than free it.
 	n.mu.Lock()

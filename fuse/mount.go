@@ -68,6 +68,9 @@ type Options struct {
 	// ReadOnly mounts read-only ("ro"): the kernel refuses every change
 	// with EROFS before it reaches Strata. Image mounts use it.
 	ReadOnly bool
+	// RootSquash treats requests of uid 0 as nobody's (squash.go). On by
+	// default for mounts of a tenant (`strata mount --no-root-squash`).
+	RootSquash bool
 }
 
 const (

@@ -160,17 +160,11 @@ func setTime(sec *uint64, nsec *uint32, ns int64) {
 	*sec, *nsec = uint64(ns/1e9), uint32(ns%1e9)
 }
 
-// owner is the uid and gid of the process that made the request: new
-// files belong to it, not to the daemon.
-func owner(ctx context.Context) client.Owner {
-	if c, ok := gofuse.FromContext(ctx); ok {
-		return client.Owner{Uid: c.Uid, Gid: c.Gid}
-	}
-	return client.Owner{}
-}
-
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, mayExec); e != 0 {
+		return nil, e
+	}
 	if a, known := n.frozenKid(name); known {
 		if a == nil {
 			return nil, syscall.ENOENT
@@ -191,6 +185,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	ctx = uninterruptible(ctx)
+	if e := n.squashCheck(ctx, 0); e != 0 && f == nil {
+		return e
+	}
 	n.mu.Lock()
 	fa := n.fattr
 	n.mu.Unlock()
@@ -210,6 +207,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrI
 	ctx = uninterruptible(ctx)
 	defer n.m.changing()()
 	defer n.forgetCaps() // a chown drops file capabilities
+	if e := n.squashSetattr(ctx, in); e != 0 {
+		return e
+	}
 	a, err := n.setAttr(ctx, setAttrIn(in))
 	if err != nil {
 		return n.m.fileErrno("setattr", n.ino(), err)

@@ -117,7 +117,7 @@ func newMsg[T any, P interface {
 }
 
 // applyAllocate reserves chunk ids; the leader adds placements afterwards.
-func applyAllocate(s *state, _ int64, r *stratapb.AllocateChunksRequest) (*stratapb.AllocateChunksResponse, error) {
+func applyAllocate(s *state, now int64, r *stratapb.AllocateChunksRequest) (*stratapb.AllocateChunksResponse, error) {
 	n, err := s.get(r.Ino)
 	if err != nil {
 		return nil, err
@@ -132,6 +132,7 @@ func applyAllocate(s *state, _ int64, r *stratapb.AllocateChunksRequest) (*strat
 	if err != nil {
 		return nil, err
 	}
+	s.notePending(n, first, r.Count, now)
 	resp := &stratapb.AllocateChunksResponse{}
 	for i := uint32(0); i < r.Count; i++ {
 		resp.Allocations = append(resp.Allocations, &stratapb.Allocation{ChunkId: first + uint64(i)})

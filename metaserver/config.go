@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/netfault"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -108,6 +109,9 @@ type Config struct {
 
 	// Limits bounds request sizes and per-client rates (limits.go).
 	Limits Limits
+	// AuditLog, when set, gets the records of tenant and quota changes and
+	// of refused tenant requests (nil: none are kept).
+	AuditLog *audit.Log
 }
 
 // Default small-file threshold: chunks below this size are replicated

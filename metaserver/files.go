@@ -30,6 +30,9 @@ func (s *state) truncate(n *inode, size uint64, now int64) {
 	clear(n.chunks[len(keep):]) // let dropped server slices go
 	n.chunks = keep
 	s.logical = s.logical - n.size + size
+	if n.typ == stratapb.FileType_REGULAR { // free truncates every kind
+		s.charge(n.quota, 0, int64(size)-int64(n.size))
+	}
 	n.size = size
 	n.mtime, n.ctime = now, now
 }
@@ -46,6 +49,11 @@ func (s *state) setAttr(now int64, r *stratapb.SetAttrRequest) (*stratapb.SetAtt
 	if v&uint32(stratapb.SetAttrMask_SETATTR_SIZE) != 0 {
 		if err := checkTruncate(n, r.Size); err != nil {
 			return nil, err
+		}
+		if r.Size > n.size {
+			if err := s.quotaRoom(n.quota, 0, r.Size-n.size); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if v&uint32(stratapb.SetAttrMask_SETATTR_POLICY) != 0 {
@@ -117,6 +125,11 @@ func (s *state) commitChunks(now int64, r *stratapb.CommitChunksRequest) (*strat
 	if r.MinSize > MaxFileSize {
 		return nil, errnof(syscall.EFBIG, "size %d exceeds the maximum file size", r.MinSize)
 	}
+	if r.MinSize > n.size {
+		if err := s.quotaRoom(n.quota, 0, r.MinSize-n.size); err != nil {
+			return nil, err
+		}
+	}
 	// Check every chunk before changing anything: a commit is all or nothing.
 	cv := s.newCommitCheck()
 	for _, cc := range r.Chunks {
@@ -128,6 +141,7 @@ func (s *state) commitChunks(now int64, r *stratapb.CommitChunksRequest) (*strat
 		s.applyCommit(n, cc, now)
 	}
 	if r.MinSize > n.size {
+		s.charge(n.quota, 0, int64(r.MinSize-n.size))
 		s.logical += r.MinSize - n.size
 		n.size = r.MinSize
 	}

@@ -62,7 +62,9 @@ func checkImportSize(r *stratapb.ImportBatchRequest) error {
 // importCheck is what the check of a batch knows of the entries before
 // the current one.
 type importCheck struct {
-	pols   map[int]policy // batch directories: their policy
+	pols   map[int]policy       // batch directories: their policy
+	dirs   map[int]*inode       // batch directories: tenant and quota they inherit
+	cost   map[uint32][2]uint64 // files and bytes the batch adds, by quota
 	kinds  []stratapb.FileType
 	names  map[importName]bool
 	newIDs map[uint64]bool
@@ -82,7 +84,7 @@ func (s *state) importBatch(now int64, r *stratapb.ImportBatchRequest) (*stratap
 		return nil, err
 	}
 	ic := &importCheck{
-		pols: map[int]policy{}, names: map[importName]bool{},
+		pols: map[int]policy{}, dirs: map[int]*inode{}, cost: map[uint32][2]uint64{}, names: map[importName]bool{},
 		newIDs: map[uint64]bool{}, hashed: map[contentHash]uint64{},
 	}
 	for i, e := range r.Entries {
@@ -94,6 +96,9 @@ func (s *state) importBatch(now int64, r *stratapb.ImportBatchRequest) (*stratap
 			kind = stratapb.FileType_DIRECTORY // not a link target
 		}
 		ic.kinds = append(ic.kinds, kind)
+	}
+	if err := s.quotaRoomMany(ic.cost); err != nil {
+		return nil, err
 	}
 	resp := &stratapb.ImportBatchResponse{Inos: make([]uint64, len(r.Entries))}
 	for i, e := range r.Entries {
@@ -125,17 +130,19 @@ func (s *state) checkImportEntry(ic *importCheck, i int, e *stratapb.ImportEntry
 		}
 		return writable(n)
 	}
-	pol, err := s.checkImportName(ic, i, e)
+	pol, d, err := s.checkImportName(ic, i, e)
 	if err != nil {
 		return err
 	}
+	ic.chargeImport(d, e)
 	switch e.Type {
 	case 0:
 		return s.checkImportLink(ic, i, e)
 	case stratapb.FileType_DIRECTORY:
 		ic.pols[i] = pol
+		ic.dirs[i] = &inode{tenant: d.tenant, quota: d.quota}
 	case stratapb.FileType_REGULAR:
-		return s.checkImportChunks(ic, pol, e)
+		return s.checkImportChunks(ic, pol, d, e)
 	case stratapb.FileType_SYMLINK:
 		if e.SymlinkTarget == "" || len(e.SymlinkTarget) > MaxSymlinkLen || strings.ContainsRune(e.SymlinkTarget, 0) {
 			return errnof(syscall.EINVAL, "symlink target must be 1..%d bytes without NUL", MaxSymlinkLen)
@@ -157,31 +164,46 @@ func (s *state) checkImportEntry(ic *importCheck, i int, e *stratapb.ImportEntry
 // checkImportName checks that the entry's name is free in its directory
 // (an existing one, or one made earlier in the batch) and returns the
 // directory's policy, which a new inode inherits.
-func (s *state) checkImportName(ic *importCheck, i int, e *stratapb.ImportEntry) (policy, error) {
+func (s *state) checkImportName(ic *importCheck, i int, e *stratapb.ImportEntry) (policy, *inode, error) {
 	if err := checkName(e.Name); err != nil {
-		return policy{}, err
+		return policy{}, nil, err
 	}
 	key := importName{name: e.Name}
 	var pol policy
+	var parent *inode
 	if e.ParentIndex > 0 {
 		p := int(e.ParentIndex) - 1
 		dp, ok := ic.pols[p]
 		if p >= i || !ok {
-			return policy{}, errnof(syscall.EINVAL, "parent entry %d is not an earlier directory of the batch", p)
+			return policy{}, nil, errnof(syscall.EINVAL, "parent entry %d is not an earlier directory of the batch", p)
 		}
-		key.index, pol = e.ParentIndex, dp
+		key.index, pol, parent = e.ParentIndex, dp, ic.dirs[p]
 	} else {
 		d, err := s.freeName(e.Parent, e.Name)
 		if err != nil {
-			return policy{}, err
+			return policy{}, nil, err
 		}
-		key.ino, pol = d.ino, d.pol
+		key.ino, pol, parent = d.ino, d.pol, d
 	}
 	if ic.names[key] {
-		return policy{}, errnof(syscall.EEXIST, "%q twice in one directory of the batch", e.Name)
+		return policy{}, nil, errnof(syscall.EEXIST, "%q twice in one directory of the batch", e.Name)
 	}
 	ic.names[key] = true
-	return pol, nil
+	return pol, parent, nil
+}
+
+// chargeImport adds what entry e costs to the batch's quota total: a new
+// inode (not a hard link) and a regular file's size.
+func (ic *importCheck) chargeImport(d *inode, e *stratapb.ImportEntry) {
+	if e.Type == 0 || d.quota == 0 {
+		return
+	}
+	c := ic.cost[d.quota]
+	c[0]++
+	if e.Type == stratapb.FileType_REGULAR {
+		c[1] += e.Size
+	}
+	ic.cost[d.quota] = c
 }
 
 func (s *state) checkImportLink(ic *importCheck, i int, e *stratapb.ImportEntry) error {
@@ -213,11 +235,13 @@ func (s *state) checkImportLink(ic *importCheck, i int, e *stratapb.ImportEntry)
 // checkImportChunks checks a regular file's chunks as a commit to a new
 // file of policy pol would be; content chunks new in the batch may be
 // shared by later entries, and no new chunk id may come twice.
-func (s *state) checkImportChunks(ic *importCheck, pol policy, e *stratapb.ImportEntry) error {
+func (s *state) checkImportChunks(ic *importCheck, pol policy, d *inode, e *stratapb.ImportEntry) error {
 	if e.Size > MaxFileSize {
 		return errnof(syscall.EFBIG, "size %d exceeds the maximum file size", e.Size)
 	}
-	tmp := &inode{typ: stratapb.FileType_REGULAR, pol: pol}
+	// The new file belongs to the directory's tenant: it may commit only
+	// that tenant's pending ids and share only its contents.
+	tmp := &inode{typ: stratapb.FileType_REGULAR, pol: pol, tenant: d.tenant, quota: d.quota}
 	cv := &commitCheck{newHashed: ic.hashed, indexes: map[uint64]bool{}}
 	for _, cc := range e.Chunks {
 		if cc.GetCheckExpected() {
@@ -280,7 +304,7 @@ func (s *state) applyImportEntry(now int64, e *stratapb.ImportEntry, inos []uint
 		touch(d, now)
 		return n.ino
 	}
-	n := s.alloc(e.Type, e.Mode, e.Uid, e.Gid, now)
+	n := s.alloc(d, e.Type, e.Mode, e.Uid, e.Gid, now)
 	n.pol = d.pol
 	switch e.Type {
 	case stratapb.FileType_DIRECTORY:
@@ -294,6 +318,7 @@ func (s *state) applyImportEntry(now int64, e *stratapb.ImportEntry, inos []uint
 		}
 		n.size = e.Size
 		s.logical += e.Size
+		s.charge(n.quota, 0, int64(e.Size))
 	default:
 		n.rdev = e.Rdev
 	}

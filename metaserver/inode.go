@@ -63,6 +63,8 @@ type inode struct {
 	nlink    uint32
 	rdev     uint32 // devices: Linux's device number
 	flags    inodeFlag
+	tenant   uint32 // owning tenant (0: none); fixed at creation
+	quota    uint32 // innermost quota charged for it (0: none)
 	typ      stratapb.FileType
 	pol      policy
 	target   string            // symlinks

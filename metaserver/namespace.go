@@ -82,6 +82,7 @@ type state struct {
 	// capKeys are the shard capability keys, oldest first (caps.go);
 	// entries are never changed in place.
 	capKeys []*stratapb.CapabilityKey
+	ten     tenancy // tenants and quotas (tenants.go, quota.go)
 }
 
 func newState(def policy) *state {
@@ -103,6 +104,7 @@ func newState(def policy) *state {
 		snaps:      make(map[snapKey]*stratapb.SnapshotInfo),
 		heal:       newHealState(),
 		locks:      newLockTable(),
+		ten:        newTenancy(),
 	}
 	s.inodes[rootIno] = &inode{
 		ino: rootIno, parent: rootIno, typ: stratapb.FileType_DIRECTORY, mode: 0o755,
@@ -195,13 +197,16 @@ func (s *state) freeName(parent uint64, name string) (*inode, error) {
 	return d, nil
 }
 
-func (s *state) alloc(typ stratapb.FileType, mode, uid, gid uint32, now int64) *inode {
+// alloc makes a new inode for directory d: it belongs to d's tenant and
+// is charged to d's quota (the caller checked the room).
+func (s *state) alloc(d *inode, typ stratapb.FileType, mode, uid, gid uint32, now int64) *inode {
 	n := &inode{
 		ino: s.nextIno, typ: typ, mode: mode & 0o7777, uid: uid, gid: gid,
-		nlink: 1, atime: now, mtime: now, ctime: now,
+		nlink: 1, atime: now, mtime: now, ctime: now, tenant: d.tenant, quota: d.quota,
 	}
 	s.nextIno++
 	s.inodes[n.ino] = n
+	s.charge(n.quota, 1, 0)
 	return n
 }
 
@@ -256,8 +261,11 @@ func (s *state) mkdir(now int64, r *stratapb.MkdirRequest) (*stratapb.MkdirRespo
 	if err != nil {
 		return nil, err
 	}
+	if err := s.quotaRoom(d.quota, 1, 0); err != nil {
+		return nil, err
+	}
 	mode, gid := inheritGroup(d, true, r.Mode, r.Gid)
-	n := s.alloc(stratapb.FileType_DIRECTORY, mode, r.Uid, gid, now)
+	n := s.alloc(d, stratapb.FileType_DIRECTORY, mode, r.Uid, gid, now)
 	n.nlink, n.parent, n.pol, n.children = 2, d.ino, pol, make(map[string]uint64)
 	d.children[r.Name] = n.ino
 	d.nlink++
@@ -289,8 +297,11 @@ func (s *state) create(now int64, r *stratapb.CreateRequest) (*stratapb.CreateRe
 	if err != nil {
 		return nil, err
 	}
+	if err := s.quotaRoom(d.quota, 1, 0); err != nil {
+		return nil, err
+	}
 	mode, gid := inheritGroup(d, false, r.Mode, r.Gid)
-	n := s.alloc(stratapb.FileType_REGULAR, mode, r.Uid, gid, now)
+	n := s.alloc(d, stratapb.FileType_REGULAR, mode, r.Uid, gid, now)
 	n.pol = pol
 	d.children[r.Name] = n.ino
 	touch(d, now)
@@ -305,8 +316,11 @@ func (s *state) symlink(now int64, r *stratapb.SymlinkRequest) (*stratapb.Symlin
 	if err != nil {
 		return nil, err
 	}
+	if err := s.quotaRoom(d.quota, 1, 0); err != nil {
+		return nil, err
+	}
 	_, gid := inheritGroup(d, false, 0o777, r.Gid)
-	n := s.alloc(stratapb.FileType_SYMLINK, 0o777, r.Uid, gid, now)
+	n := s.alloc(d, stratapb.FileType_SYMLINK, 0o777, r.Uid, gid, now)
 	n.target, n.size = r.Target, uint64(len(r.Target))
 	d.children[r.Name] = n.ino
 	touch(d, now)
@@ -331,11 +345,21 @@ func (s *state) link(now int64, r *stratapb.LinkRequest) (*stratapb.LinkResponse
 	if err != nil {
 		return nil, err
 	}
+	if err := s.crossesBoundary(n, d); err != nil {
+		return nil, err
+	}
 	d.children[r.NewName] = n.ino
 	n.nlink++
 	n.ctime = now
 	touch(d, now)
 	return &stratapb.LinkResponse{Attr: n.attr()}, nil
+}
+
+// forget deletes inode n from the table and from its quota's usage (its
+// bytes went with its truncation to 0).
+func (s *state) forget(n *inode) {
+	delete(s.inodes, n.ino)
+	s.charge(n.quota, -1, 0)
 }
 
 // dropLink removes one link to n and frees it when none is left.
@@ -349,7 +373,7 @@ func (s *state) dropLink(n *inode, now int64) {
 
 func (s *state) free(n *inode) {
 	s.truncate(n, 0, n.ctime)
-	delete(s.inodes, n.ino)
+	s.forget(n)
 }
 
 func (s *state) unlink(now int64, r *stratapb.UnlinkRequest) (*stratapb.UnlinkResponse, error) {
@@ -387,7 +411,7 @@ func (s *state) rmdir(now int64, r *stratapb.RmdirRequest) (*stratapb.RmdirRespo
 	d.nlink--
 	touch(d, now)
 	n.nlink = 0
-	delete(s.inodes, n.ino)
+	s.forget(n)
 	return &stratapb.RmdirResponse{}, nil
 }
 
@@ -434,6 +458,11 @@ func (s *state) rename(now int64, r *stratapb.RenameRequest) (*stratapb.RenameRe
 	}
 	if sn.isDir() && s.isAncestor(sn.ino, dd.ino) {
 		return nil, errnof(syscall.EINVAL, "cannot move directory %q into itself", r.SrcName)
+	}
+	if sd != dd {
+		if err := s.crossesBoundary(sn, dd); err != nil {
+			return nil, err
+		}
 	}
 	dino, exists := dd.children[r.DstName]
 	if r.Flags&renameExchange != 0 {
@@ -487,7 +516,7 @@ func (s *state) replaceTarget(now int64, dd *inode, name string, src *inode) err
 	delete(dd.children, name)
 	if dn.isDir() {
 		dd.nlink--
-		delete(s.inodes, dn.ino)
+		s.forget(dn)
 		return nil
 	}
 	s.dropLink(dn, now)
@@ -500,6 +529,11 @@ func (s *state) exchange(now int64, sd, sn, dd, dn *inode, r *stratapb.RenameReq
 	}
 	if dn.isDir() && s.isAncestor(dn.ino, sd.ino) {
 		return nil, errnof(syscall.EINVAL, "cannot move directory %q into itself", r.DstName)
+	}
+	if sd != dd {
+		if err := s.crossesBoundary(dn, sd); err != nil {
+			return nil, err
+		}
 	}
 	sd.children[r.SrcName], dd.children[r.DstName] = dn.ino, sn.ino
 	if sd != dd {

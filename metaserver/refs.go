@@ -54,6 +54,7 @@ func (s *state) discard(c chunk, now int64) {
 		delete(s.byHash, h)
 		delete(s.hashOf, c.id)
 	}
+	delete(s.ten.contentOwner, c.id)
 }
 
 // commitCheck is what the validation pass of one commit has seen so far:
@@ -98,6 +99,11 @@ func (s *state) checkNew(n *inode, c *stratapb.Chunk, cv *commitCheck) error {
 	if err := s.checkChunk(n, c); err != nil {
 		return err
 	}
+	if !s.mayCommitNew(n, c) {
+		// The same answer as for an id never allocated: a tenant learns
+		// nothing about the chunks of others.
+		return errnof(syscall.EINVAL, "chunk id %d was never allocated", c.Id)
+	}
 	if s.refs[c.Id] > 0 {
 		if i, ok := n.findChunk(c.Index); !ok || n.chunks[i].id != c.Id {
 			return errnof(syscall.EINVAL, "chunk %d is in use elsewhere; commit it as shared", c.Id)
@@ -126,7 +132,7 @@ func (s *state) checkShared(n *inode, c *stratapb.Chunk, cv *commitCheck) error 
 		return err
 	}
 	size := c.Size
-	if e, ok := s.byHash[h]; ok && e.id == c.Id {
+	if e, ok := s.byHash[h]; ok && e.id == c.Id && s.contentVisible(e.id, n.tenant) {
 		size = e.size
 	} else if cv.newHashed[h] != c.Id || c.Id == 0 {
 		return errnof(syscall.ESTALE, "content chunk %d is no longer stored; write it again", c.Id)
@@ -159,6 +165,7 @@ func (s *state) applyCommit(n *inode, cc *stratapb.ChunkCommit, now int64) {
 	}
 	c := chunkFromProto(cc.Chunk)
 	s.putChunk(n, c, now)
+	delete(s.ten.pending, c.id)
 	if len(cc.Chunk.Hash) == 0 {
 		return
 	}
@@ -173,6 +180,9 @@ func (s *state) applyCommit(n *inode, cc *stratapb.ChunkCommit, now int64) {
 	e.index, e.servers = 0, slices.Clone(c.servers)
 	s.byHash[h] = &e
 	s.hashOf[c.id] = h
+	if n.tenant != 0 {
+		s.ten.contentOwner[c.id] = n.tenant
+	}
 }
 
 // lookupChunks answers which contents are stored.
@@ -181,13 +191,14 @@ func (s *state) lookupChunks(r *stratapb.LookupChunksRequest) (*stratapb.LookupC
 		return nil, errnof(syscall.EINVAL, "%d hashes in one lookup, at most %d", len(r.Hashes), maxLookupHashes)
 	}
 	resp := &stratapb.LookupChunksResponse{ServerAddrs: map[uint32]string{}}
+	tenant := s.tenantID(r.Header)
 	for _, b := range r.Hashes {
 		h, err := hashOf(b)
 		if err != nil {
 			return nil, err
 		}
 		e, ok := s.byHash[h]
-		if !ok {
+		if !ok || !s.contentVisible(e.id, tenant) {
 			resp.Chunks = append(resp.Chunks, &stratapb.Chunk{})
 			continue
 		}

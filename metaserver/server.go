@@ -117,7 +117,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.parts = parts
-	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(s.met.interceptor)}, limitOptions(s.cfg.Limits)...)...)...)
+	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(s.met.interceptor, s.tenantInterceptor)}, limitOptions(s.cfg.Limits)...)...)...)
 	stratapb.RegisterMetaServer(s.grpc, s)
 	stratapb.RegisterSnapServer(s.grpc, &snapService{s: s})
 	stratapb.RegisterImageServer(s.grpc, &imageService{s: s})
@@ -125,6 +125,7 @@ func (s *Server) Start(ctx context.Context) error {
 	stratapb.RegisterLockServer(s.grpc, &lockService{s: s})
 	stratapb.RegisterImportServer(s.grpc, &importService{s: s})
 	stratapb.RegisterCapAdminServer(s.grpc, &capAdminService{s: s})
+	stratapb.RegisterTenantServer(s.grpc, &tenantService{s: s})
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.goRun(func() {
 		if err := s.grpc.Serve(s.cfg.Net.Listener(grpcLis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -283,6 +283,9 @@ func (s *Server) placementErr(err error) error {
 }
 
 func (s *Server) ReportBadShard(ctx context.Context, r *stratapb.ReportBadShardRequest) (*stratapb.ReportBadShardResponse, error) {
+	if err := s.tenantMayReport(ctx, r); err != nil {
+		return nil, err
+	}
 	if transportFailure(r.Reason) {
 		// The server could not be reached: that is liveness's business
 		// (down, then lost after the repair delay), not the shard's.
@@ -374,6 +377,7 @@ func (s *Server) ClusterStatus(ctx context.Context, r *stratapb.ClusterStatusReq
 		return nil
 	})
 	sortStatus(resp)
+	s.redactStatus(ctx, resp)
 	return resp, nil
 }
 

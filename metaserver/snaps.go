@@ -56,7 +56,7 @@ func (s *state) snapArea(root *inode) (*inode, error) {
 
 // makeSnapArea adds the area to root: a pinned, frozen, empty directory.
 func (s *state) makeSnapArea(root *inode, now int64) *inode {
-	n := s.alloc(stratapb.FileType_DIRECTORY, 0o755, root.uid, root.gid, now)
+	n := s.alloc(root, stratapb.FileType_DIRECTORY, 0o755, root.uid, root.gid, now)
 	n.nlink, n.parent, n.pol, n.children = 2, root.ino, root.pol, make(map[string]uint64)
 	n.flags = flagFrozen | flagPinned
 	root.children[SnapshotDir] = n.ino
@@ -103,11 +103,16 @@ func (s *state) createSnapshot(now int64, r *stratapb.CreateSnapshotRequest) (*s
 	if err != nil {
 		return nil, err
 	}
-	if src.pinned() {
+	if src.pinned() && !s.isTenantRoot(src) {
 		return nil, errnof(syscall.EINVAL, "inode %d is a snapshot or the snapshot area", r.Src)
 	}
 	area, err := s.snapArea(root)
 	if err != nil {
+		return nil, err
+	}
+	// Check the room before anything changes (the area itself is one
+	// more inode when it is made now).
+	if err := s.cloneRoomPlus(src, root, area == nil); err != nil {
 		return nil, err
 	}
 	if area == nil {
@@ -173,6 +178,9 @@ func (s *state) restoreSnapshot(now int64, r *stratapb.RestoreSnapshotRequest) (
 	}
 	if d.pinned() {
 		return nil, errnof(syscall.EPERM, "cannot restore into the snapshot area")
+	}
+	if err := s.cloneRoom(n, d); err != nil {
+		return nil, err
 	}
 	res := s.cloneTree(n, d, r.DstName, false)
 	touch(d, now)

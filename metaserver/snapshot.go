@@ -57,6 +57,7 @@ func (s *state) clone() *state {
 	c.heal = s.heal.clone()
 	c.locks = s.locks.clone()
 	c.capKeys = slices.Clone(s.capKeys)
+	c.ten = s.ten.clone()
 	d := *s.dedup
 	d.fifo = s.dedup.live()
 	d.head = 0
@@ -152,6 +153,9 @@ func (s *state) writeSnapshot(w io.Writer) error {
 			return err
 		}
 	}
+	if err := s.writeTenancy(put); err != nil {
+		return err
+	}
 	for _, rec := range s.locks.records() {
 		if err := put(rec); err != nil {
 			return err
@@ -170,7 +174,7 @@ func (s *state) writeSnapshot(w io.Writer) error {
 }
 
 func inodeRecord(n *inode) *stratapb.SnapshotInode {
-	r := &stratapb.SnapshotInode{Attr: n.attr(), Parent: n.parent, Xattrs: n.xattrs, Flags: uint32(n.flags)}
+	r := &stratapb.SnapshotInode{Attr: n.attr(), Parent: n.parent, Xattrs: n.xattrs, Flags: uint32(n.flags), TenantId: n.tenant, QuotaId: n.quota}
 	r.Attr.Policy = n.pol.proto()
 	for i := range n.chunks {
 		r.Chunks = append(r.Chunks, n.chunks[i].proto())
@@ -232,6 +236,10 @@ func readSnapshot(r io.Reader, def policy) (*state, error) {
 	if err := st.checkSnapState(); err != nil {
 		return nil, err
 	}
+	if err := st.checkTenancy(); err != nil {
+		return nil, err
+	}
+	st.recomputeQuotaUsage()
 	return st, nil
 }
 
@@ -278,6 +286,9 @@ func (s *state) restoreRecord(rec *stratapb.SnapshotRecord) error {
 		return s.restoreDedup(r.Dedup)
 	case *stratapb.SnapshotRecord_ChunkRefs, *stratapb.SnapshotRecord_ContentChunk, *stratapb.SnapshotRecord_Snap:
 		return s.restoreSnapRecord(rec)
+	case *stratapb.SnapshotRecord_Tenant, *stratapb.SnapshotRecord_Quota,
+		*stratapb.SnapshotRecord_PendingChunk, *stratapb.SnapshotRecord_TenantCounters:
+		return s.restoreTenancy(rec)
 	case *stratapb.SnapshotRecord_Heal:
 		s.restoreHeal(r.Heal)
 	case *stratapb.SnapshotRecord_CapKeys:
@@ -325,7 +336,7 @@ func (s *state) restoreInode(r *stratapb.SnapshotInode) error {
 		ino: a.Ino, typ: a.Type, mode: a.Mode, uid: a.Uid, gid: a.Gid, size: a.Size,
 		atime: a.AtimeNs, mtime: a.MtimeNs, ctime: a.CtimeNs, nlink: a.Nlink,
 		target: a.SymlinkTarget, parent: r.Parent, xattrs: r.Xattrs,
-		rdev: a.Rdev, flags: inodeFlag(r.Flags),
+		rdev: a.Rdev, flags: inodeFlag(r.Flags), tenant: r.TenantId, quota: r.QuotaId,
 	}
 	if a.Policy != nil {
 		n.pol = policyFromProto(a.Policy)

@@ -32,7 +32,7 @@ func (s *state) writeSnapState(put func(*stratapb.SnapshotRecord) error) error {
 	for h, c := range s.byHash {
 		pc := c.proto()
 		pc.Hash = append([]byte(nil), h[:]...)
-		if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_ContentChunk{ContentChunk: &stratapb.SnapshotContentChunk{Chunk: pc}}}); err != nil {
+		if err := put(&stratapb.SnapshotRecord{Rec: &stratapb.SnapshotRecord_ContentChunk{ContentChunk: &stratapb.SnapshotContentChunk{Chunk: pc, TenantId: s.ten.contentOwner[c.id]}}}); err != nil {
 			return err
 		}
 	}
@@ -63,6 +63,9 @@ func (s *state) restoreSnapRecord(rec *stratapb.SnapshotRecord) error {
 		c := chunkFromProto(pc)
 		s.byHash[h] = &c
 		s.hashOf[c.id] = h
+		if t := r.ContentChunk.GetTenantId(); t != 0 {
+			s.ten.contentOwner[c.id] = t
+		}
 	case *stratapb.SnapshotRecord_Snap:
 		info := r.Snap.GetInfo()
 		if info == nil || info.Name == "" {

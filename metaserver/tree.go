@@ -40,7 +40,7 @@ func (s *state) cloneTree(src, d *inode, name string, freeze bool) cloneResult {
 			c.nlink++
 			return false
 		}
-		c := s.copyInode(n, freeze, &res)
+		c := s.copyInode(n, d, freeze, &res)
 		made[n.ino] = c
 		if parent == nil {
 			res.root = c
@@ -64,11 +64,14 @@ func (s *state) cloneTree(src, d *inode, name string, freeze bool) cloneResult {
 
 // copyInode makes a new inode like n, with no entries and one link (two
 // for a directory); its chunks gain a reference each.
-func (s *state) copyInode(n *inode, freeze bool, res *cloneResult) *inode {
+// The copy belongs to the tenant and quota of d, the directory the tree
+// is copied into.
+func (s *state) copyInode(n, d *inode, freeze bool, res *cloneResult) *inode {
 	c := &inode{
 		ino: s.nextIno, size: n.size, atime: n.atime, mtime: n.mtime, ctime: n.ctime,
 		mode: n.mode, uid: n.uid, gid: n.gid, nlink: 1, rdev: n.rdev, typ: n.typ,
 		pol: n.pol, target: n.target, xattrs: maps.Clone(n.xattrs),
+		tenant: d.tenant, quota: d.quota,
 	}
 	s.nextIno++
 	if freeze {
@@ -86,11 +89,14 @@ func (s *state) copyInode(n *inode, freeze bool, res *cloneResult) *inode {
 		}
 		res.refs += uint64(len(n.chunks))
 	}
+	var bytes int64
 	if n.typ == stratapb.FileType_REGULAR {
 		s.logical += n.size
 		res.logical += n.size
+		bytes = int64(n.size)
 	}
 	s.inodes[c.ino] = c
+	s.charge(c.quota, 1, bytes)
 	res.inodes++
 	return c
 }
@@ -107,6 +113,9 @@ func (s *state) cloneTreeCmd(now int64, r *stratapb.CloneTreeRequest) (*stratapb
 	}
 	if src.isDir() && s.isAncestor(src.ino, d.ino) {
 		return nil, errnof(syscall.EINVAL, "cannot copy directory %d into itself", src.ino)
+	}
+	if err := s.cloneRoom(src, d); err != nil {
+		return nil, err
 	}
 	res := s.cloneTree(src, d, r.DstName, r.Freeze)
 	touch(d, now)
@@ -159,7 +168,7 @@ func (s *state) removeTree(d *inode, name string, now int64) treeRemoval {
 	})
 	for _, n := range dirs {
 		n.nlink, n.children = 0, nil
-		delete(s.inodes, n.ino)
+		s.forget(n)
 		res.inodes++
 	}
 	delete(d.children, name)

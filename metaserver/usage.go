@@ -23,7 +23,10 @@ func (s *state) mknod(now int64, r *stratapb.MknodRequest) (*stratapb.MknodRespo
 	if err != nil {
 		return nil, err
 	}
-	n := s.alloc(r.Type, r.Mode, r.Uid, r.Gid, now)
+	if err := s.quotaRoom(d.quota, 1, 0); err != nil {
+		return nil, err
+	}
+	n := s.alloc(d, r.Type, r.Mode, r.Uid, r.Gid, now)
 	n.rdev, n.pol = r.Rdev, d.pol
 	d.children[r.Name] = n.ino
 	touch(d, now)

@@ -33,6 +33,9 @@ type clientFlags struct {
 	meta   *string
 	tenant *string
 	level  *string
+	// tenantToken makes the command act as that tenant, confined to its
+	// namespace; without one it acts as the cluster administrator.
+	tenantToken *string
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
@@ -40,6 +43,8 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 		meta:   fs.String("meta", envDefault("meta", defaultMetaAddrs()), "metadata service addresses (or the service IP), comma-separated"),
 		tenant: fs.String("tenant", envDefault("tenant", ""), "tenant (default: the default tenant)"),
 		level:  fs.String("log-level", envDefault("log-level", "warn"), "debug, info, warn or error"),
+		tenantToken: fs.String("tenant-token", envDefault("tenant-token", ""),
+			"act as the tenant this token belongs to ($STRATA_TENANT_TOKEN; default: the cluster administrator)"),
 	}
 }
 
@@ -55,7 +60,7 @@ func (cf *clientFlags) openWith(set func(*client.Config)) (*client.Client, error
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, Logger: log}
+	cfg := client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, TenantToken: *cf.tenantToken, Logger: log}
 	if set != nil {
 		set(&cfg)
 	}

@@ -22,7 +22,8 @@ const imageUsage = `usage: strata image COMMAND [flags] ARGS
   list                          list images
   show NAME:TAG                 an image's record, size, and what it shares with others
   tag NAME:TAG NEW:TAG          another name for an image (shares all its data)
-  rm NAME:TAG...                remove images`
+  rm NAME:TAG...                remove images
+  share --to TENANT NAME:TAG    give a tenant a read-only copy (administrator)`
 
 func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -31,6 +32,7 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sub := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"import": runImageImport, "list": runImageList, "ls": runImageList,
 		"show": runImageShow, "tag": runImageTag, "rm": runImageRm,
+		"share": runImageShare,
 	}
 	fn, ok := sub[args[0]]
 	if !ok {

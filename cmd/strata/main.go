@@ -61,6 +61,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		fmt.Fprintf(stderr, "strata %s: %v\n", c.name, err)
+		if isQuotaErr(err) {
+			fmt.Fprintf(stderr, "strata %s: quota exceeded; see 'strata quota show'\n", c.name)
+		}
 		if errors.Is(err, errUsage) {
 			return 2
 		}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/metaserver"
 )
 
@@ -67,6 +69,11 @@ func runMetaServer(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if cfg.Logger, err = newLogger(stderr, *level); err != nil {
 		return err
 	}
+	// Tenant and quota changes and refused tenant requests (internal/audit).
+	if cfg.AuditLog, err = audit.Open(filepath.Join(cfg.Dir, "audit.log"), nil); err != nil {
+		return err
+	}
+	defer cfg.AuditLog.Close()
 	srv, err := metaserver.New(cfg)
 	if err != nil {
 		return usageErr("%v", err)

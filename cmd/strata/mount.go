@@ -38,6 +38,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pull := fs.String("pull", envDefault("pull", ""), "with --image: on first use of --overlay on this node, fill it from this saved overlay (strata overlay pull)")
 	node := fs.String("node", envDefault("node", ""), "with --pull: this node's sub-overlay")
 	activityFile := fs.String("activity-file", "", "keep the mount's request counters in this file (read by the boot agent for power saving)")
+	noSquash := fs.Bool("no-root-squash", false, "with --tenant-token: let root act as root (by default it acts as nobody, 65534)")
 	if err := parse(fs, args, 1, 1, "mount [flags] MOUNTPOINT\n       strata mount [flags] --image NAME:TAG --overlay DIR MOUNTPOINT"); err != nil {
 		return err
 	}
@@ -64,6 +65,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.Activity = &fuse.Activity{}
 		go writeActivity(ctx, o.Activity, *activityFile, log)
 	}
+	o.RootSquash = *cf.tenantToken != "" && !*noSquash
 	if *image != "" {
 		return mountImage(ctx, c, imageMount{image: *image, dir: *overlay, mp: fs.Arg(0), pull: *pull, node: *node}, o, stdout, log)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/netfault"
 	"github.com/strata-hpc/strata/metaserver"
 	"github.com/strata-hpc/strata/proto/stratapb"
@@ -62,6 +63,8 @@ type Options struct {
 	// CapLifetime, when set, is the lifetime of shard capabilities (the
 	// metaserver's default: 5 min).
 	CapLifetime time.Duration
+	// AuditLog, when set, receives every metaserver's audit records.
+	AuditLog *audit.Log
 }
 
 // Cluster is a running test cluster.
@@ -200,6 +203,7 @@ func (c *Cluster) startMetas() {
 		cfg.AuditInterval, cfg.OrphanGrace = c.opts.AuditInterval, c.opts.OrphanGrace
 		// A rotated capability key signs after 2 s: 10 dataserver heartbeats.
 		cfg.CapActivationDelay, cfg.CapLifetime = 2*time.Second, c.opts.CapLifetime
+		cfg.AuditLog = c.opts.AuditLog
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
 		}

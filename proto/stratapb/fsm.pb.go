@@ -406,14 +406,18 @@ func (x *SnapshotHeader) GetDefaultPolicy() *StripePolicy {
 }
 
 type SnapshotInode struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Attr          *Attr                  `protobuf:"bytes,1,opt,name=attr,proto3" json:"attr,omitempty"`
-	Parent        uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"` // directories: parent inode
-	Chunks        []*Chunk               `protobuf:"bytes,3,rep,name=chunks,proto3" json:"chunks,omitempty"`
-	Xattrs        map[string][]byte      `protobuf:"bytes,4,rep,name=xattrs,proto3" json:"xattrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Entries       []*DirEntry            `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"` // directories: name + ino + type
-	HasPolicy     bool                   `protobuf:"varint,6,opt,name=has_policy,json=hasPolicy,proto3" json:"has_policy,omitempty"`
-	Flags         uint32                 `protobuf:"varint,40,opt,name=flags,proto3" json:"flags,omitempty"` // inodeFlag bits (frozen, pinned)
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Attr      *Attr                  `protobuf:"bytes,1,opt,name=attr,proto3" json:"attr,omitempty"`
+	Parent    uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"` // directories: parent inode
+	Chunks    []*Chunk               `protobuf:"bytes,3,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	Xattrs    map[string][]byte      `protobuf:"bytes,4,rep,name=xattrs,proto3" json:"xattrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Entries   []*DirEntry            `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"` // directories: name + ino + type
+	HasPolicy bool                   `protobuf:"varint,6,opt,name=has_policy,json=hasPolicy,proto3" json:"has_policy,omitempty"`
+	Flags     uint32                 `protobuf:"varint,40,opt,name=flags,proto3" json:"flags,omitempty"` // inodeFlag bits (frozen, pinned)
+	// tenant range 120-139: the tenant the inode belongs to (0: none) and
+	// the innermost quota it is charged to (0: none).
+	TenantId      uint32 `protobuf:"varint,120,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	QuotaId       uint32 `protobuf:"varint,121,opt,name=quota_id,json=quotaId,proto3" json:"quota_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -493,6 +497,20 @@ func (x *SnapshotInode) GetHasPolicy() bool {
 func (x *SnapshotInode) GetFlags() uint32 {
 	if x != nil {
 		return x.Flags
+	}
+	return 0
+}
+
+func (x *SnapshotInode) GetTenantId() uint32 {
+	if x != nil {
+		return x.TenantId
+	}
+	return 0
+}
+
+func (x *SnapshotInode) GetQuotaId() uint32 {
+	if x != nil {
+		return x.QuotaId
 	}
 	return 0
 }
@@ -855,6 +873,10 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_LockSession
 	//	*SnapshotRecord_Lock
 	//	*SnapshotRecord_CapKeys
+	//	*SnapshotRecord_Tenant
+	//	*SnapshotRecord_Quota
+	//	*SnapshotRecord_PendingChunk
+	//	*SnapshotRecord_TenantCounters
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1023,6 +1045,42 @@ func (x *SnapshotRecord) GetCapKeys() *SnapshotCapKeys {
 	return nil
 }
 
+func (x *SnapshotRecord) GetTenant() *SnapshotTenant {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Tenant); ok {
+			return x.Tenant
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetQuota() *SnapshotQuota {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Quota); ok {
+			return x.Quota
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetPendingChunk() *SnapshotPendingChunk {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_PendingChunk); ok {
+			return x.PendingChunk
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetTenantCounters() *SnapshotTenantCounters {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_TenantCounters); ok {
+			return x.TenantCounters
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -1085,6 +1143,23 @@ type SnapshotRecord_CapKeys struct {
 	CapKeys *SnapshotCapKeys `protobuf:"bytes,150,opt,name=cap_keys,json=capKeys,proto3,oneof"`
 }
 
+type SnapshotRecord_Tenant struct {
+	// tenant range 120-139: tenants, quotas, pending chunk ids.
+	Tenant *SnapshotTenant `protobuf:"bytes,120,opt,name=tenant,proto3,oneof"`
+}
+
+type SnapshotRecord_Quota struct {
+	Quota *SnapshotQuota `protobuf:"bytes,121,opt,name=quota,proto3,oneof"`
+}
+
+type SnapshotRecord_PendingChunk struct {
+	PendingChunk *SnapshotPendingChunk `protobuf:"bytes,122,opt,name=pending_chunk,json=pendingChunk,proto3,oneof"`
+}
+
+type SnapshotRecord_TenantCounters struct {
+	TenantCounters *SnapshotTenantCounters `protobuf:"bytes,123,opt,name=tenant_counters,json=tenantCounters,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Inode) isSnapshotRecord_Rec() {}
@@ -1112,6 +1187,14 @@ func (*SnapshotRecord_LockSession) isSnapshotRecord_Rec() {}
 func (*SnapshotRecord_Lock) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_CapKeys) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Tenant) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Quota) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_PendingChunk) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_TenantCounters) isSnapshotRecord_Rec() {}
 
 // GCDoneCommand tells the FSM that the shards of these garbage chunks were
 // deleted from the dataservers (or that their servers are gone for good).
@@ -1226,8 +1309,10 @@ func (x *SnapshotChunkRefs) GetRefs() []uint32 {
 
 // A content-addressed chunk: hash -> the stored chunk (layout included).
 type SnapshotContentChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Chunk         *Chunk                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Chunk *Chunk                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// The tenant whose file stored the content: only it may share it.
+	TenantId      uint32 `protobuf:"varint,120,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1267,6 +1352,13 @@ func (x *SnapshotContentChunk) GetChunk() *Chunk {
 		return x.Chunk
 	}
 	return nil
+}
+
+func (x *SnapshotContentChunk) GetTenantId() uint32 {
+	if x != nil {
+		return x.TenantId
+	}
+	return 0
 }
 
 // A named snapshot of a tenant.
@@ -1326,7 +1418,7 @@ var File_stratapb_fsm_proto protoreflect.FileDescriptor
 
 const file_stratapb_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\x1a\x13stratapb/heal.proto\x1a\x13stratapb/lock.proto\x1a\x12stratapb/cap.proto\"t\n" +
+	"\x12stratapb/fsm.proto\x12\tstrata.v1\x1a\x13stratapb/meta.proto\x1a\x13stratapb/snap.proto\x1a\x13stratapb/heal.proto\x1a\x13stratapb/lock.proto\x1a\x12stratapb/cap.proto\x1a\x15stratapb/tenant.proto\"t\n" +
 	"\x0fCommandEnvelope\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x15\n" +
 	"\x06now_ns\x18\x02 \x01(\x03R\x05nowNs\x12\x18\n" +
@@ -1360,7 +1452,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\x0edefault_policy\x18\a \x01(\v2\x17.strata.v1.StripePolicyR\rdefaultPolicy\x1a>\n" +
 	"\x10TenantRootsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd3\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8b\x03\n" +
 	"\rSnapshotInode\x12#\n" +
 	"\x04attr\x18\x01 \x01(\v2\x0f.strata.v1.AttrR\x04attr\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12(\n" +
@@ -1369,7 +1461,9 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\aentries\x18\x05 \x03(\v2\x13.strata.v1.DirEntryR\aentries\x12\x1d\n" +
 	"\n" +
 	"has_policy\x18\x06 \x01(\bR\thasPolicy\x12\x14\n" +
-	"\x05flags\x18( \x01(\rR\x05flags\x1a9\n" +
+	"\x05flags\x18( \x01(\rR\x05flags\x12\x1b\n" +
+	"\ttenant_id\x18x \x01(\rR\btenantId\x12\x19\n" +
+	"\bquota_id\x18y \x01(\rR\aquotaId\x1a9\n" +
 	"\vXattrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xca\x01\n" +
@@ -1403,7 +1497,7 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\vshard_index\x18\x02 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x03 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xbf\x06\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xbc\b\n" +
 	"\x0eSnapshotRecord\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.strata.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x05inode\x18\x02 \x01(\v2\x18.strata.v1.SnapshotInodeH\x00R\x05inode\x12?\n" +
@@ -1422,16 +1516,21 @@ const file_stratapb_fsm_proto_rawDesc = "" +
 	"\x04heal\x18\x14 \x01(\v2\x1c.strata.v1.SnapshotHealStateH\x00R\x04heal\x12C\n" +
 	"\flock_session\x18< \x01(\v2\x1e.strata.v1.SnapshotLockSessionH\x00R\vlockSession\x12-\n" +
 	"\x04lock\x18= \x01(\v2\x17.strata.v1.SnapshotLockH\x00R\x04lock\x128\n" +
-	"\bcap_keys\x18\x96\x01 \x01(\v2\x1a.strata.v1.SnapshotCapKeysH\x00R\acapKeysB\x05\n" +
+	"\bcap_keys\x18\x96\x01 \x01(\v2\x1a.strata.v1.SnapshotCapKeysH\x00R\acapKeys\x123\n" +
+	"\x06tenant\x18x \x01(\v2\x19.strata.v1.SnapshotTenantH\x00R\x06tenant\x120\n" +
+	"\x05quota\x18y \x01(\v2\x18.strata.v1.SnapshotQuotaH\x00R\x05quota\x12F\n" +
+	"\rpending_chunk\x18z \x01(\v2\x1f.strata.v1.SnapshotPendingChunkH\x00R\fpendingChunk\x12L\n" +
+	"\x0ftenant_counters\x18{ \x01(\v2!.strata.v1.SnapshotTenantCountersH\x00R\x0etenantCountersB\x05\n" +
 	"\x03rec\"A\n" +
 	"\rGCDoneCommand\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\x04R\bchunkIds\x12\x13\n" +
 	"\x05at_ns\x18\x14 \x03(\x03R\x04atNs\"9\n" +
 	"\x11SnapshotChunkRefs\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\x04R\x03ids\x12\x12\n" +
-	"\x04refs\x18\x02 \x03(\rR\x04refs\">\n" +
+	"\x04refs\x18\x02 \x03(\rR\x04refs\"[\n" +
 	"\x14SnapshotContentChunk\x12&\n" +
-	"\x05chunk\x18\x01 \x01(\v2\x10.strata.v1.ChunkR\x05chunk\"S\n" +
+	"\x05chunk\x18\x01 \x01(\v2\x10.strata.v1.ChunkR\x05chunk\x12\x1b\n" +
+	"\ttenant_id\x18x \x01(\rR\btenantId\"S\n" +
 	"\fSnapshotSnap\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
 	"\x04info\x18\x02 \x01(\v2\x17.strata.v1.SnapshotInfoR\x04infoB-Z+github.com/strata-hpc/strata/proto/stratapbb\x06proto3"
@@ -1480,7 +1579,11 @@ var file_stratapb_fsm_proto_goTypes = []any{
 	(*SnapshotLockSession)(nil),       // 27: strata.v1.SnapshotLockSession
 	(*SnapshotLock)(nil),              // 28: strata.v1.SnapshotLock
 	(*SnapshotCapKeys)(nil),           // 29: strata.v1.SnapshotCapKeys
-	(*SnapshotInfo)(nil),              // 30: strata.v1.SnapshotInfo
+	(*SnapshotTenant)(nil),            // 30: strata.v1.SnapshotTenant
+	(*SnapshotQuota)(nil),             // 31: strata.v1.SnapshotQuota
+	(*SnapshotPendingChunk)(nil),      // 32: strata.v1.SnapshotPendingChunk
+	(*SnapshotTenantCounters)(nil),    // 33: strata.v1.SnapshotTenantCounters
+	(*SnapshotInfo)(nil),              // 34: strata.v1.SnapshotInfo
 }
 var file_stratapb_fsm_proto_depIdxs = []int32{
 	21, // 0: strata.v1.CommandEnvelope.header:type_name -> strata.v1.RequestHeader
@@ -1506,13 +1609,17 @@ var file_stratapb_fsm_proto_depIdxs = []int32{
 	27, // 20: strata.v1.SnapshotRecord.lock_session:type_name -> strata.v1.SnapshotLockSession
 	28, // 21: strata.v1.SnapshotRecord.lock:type_name -> strata.v1.SnapshotLock
 	29, // 22: strata.v1.SnapshotRecord.cap_keys:type_name -> strata.v1.SnapshotCapKeys
-	24, // 23: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
-	30, // 24: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	30, // 23: strata.v1.SnapshotRecord.tenant:type_name -> strata.v1.SnapshotTenant
+	31, // 24: strata.v1.SnapshotRecord.quota:type_name -> strata.v1.SnapshotQuota
+	32, // 25: strata.v1.SnapshotRecord.pending_chunk:type_name -> strata.v1.SnapshotPendingChunk
+	33, // 26: strata.v1.SnapshotRecord.tenant_counters:type_name -> strata.v1.SnapshotTenantCounters
+	24, // 27: strata.v1.SnapshotContentChunk.chunk:type_name -> strata.v1.Chunk
+	34, // 28: strata.v1.SnapshotSnap.info:type_name -> strata.v1.SnapshotInfo
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_stratapb_fsm_proto_init() }
@@ -1525,6 +1632,7 @@ func file_stratapb_fsm_proto_init() {
 	file_stratapb_heal_proto_init()
 	file_stratapb_lock_proto_init()
 	file_stratapb_cap_proto_init()
+	file_stratapb_tenant_proto_init()
 	file_stratapb_fsm_proto_msgTypes[12].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Inode)(nil),
@@ -1540,6 +1648,10 @@ func file_stratapb_fsm_proto_init() {
 		(*SnapshotRecord_LockSession)(nil),
 		(*SnapshotRecord_Lock)(nil),
 		(*SnapshotRecord_CapKeys)(nil),
+		(*SnapshotRecord_Tenant)(nil),
+		(*SnapshotRecord_Quota)(nil),
+		(*SnapshotRecord_PendingChunk)(nil),
+		(*SnapshotRecord_TenantCounters)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

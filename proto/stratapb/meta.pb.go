@@ -3048,12 +3048,15 @@ func (x *GetChunksResponse) GetCaps() *Capabilities {
 }
 
 type ReportBadShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	ChunkId       uint64                 `protobuf:"varint,2,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
-	ShardIndex    uint32                 `protobuf:"varint,3,opt,name=shard_index,json=shardIndex,proto3" json:"shard_index,omitempty"`
-	ServerId      uint32                 `protobuf:"varint,4,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Header     *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	ChunkId    uint64                 `protobuf:"varint,2,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	ShardIndex uint32                 `protobuf:"varint,3,opt,name=shard_index,json=shardIndex,proto3" json:"shard_index,omitempty"`
+	ServerId   uint32                 `protobuf:"varint,4,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	Reason     string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The file the chunk was read for. A tenant must name it (and the
+	// chunk must be in it); the administrator may leave it 0.
+	Ino           uint64 `protobuf:"varint,120,opt,name=ino,proto3" json:"ino,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3121,6 +3124,13 @@ func (x *ReportBadShardRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ReportBadShardRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
 }
 
 type ReportBadShardResponse struct {
@@ -4553,14 +4563,15 @@ const file_stratapb_meta_proto_rawDesc = "" +
 	"\x04caps\x18\x96\x01 \x01(\v2\x17.strata.v1.CapabilitiesR\x04caps\x1a>\n" +
 	"\x10ServerAddrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x01\n" +
 	"\x15ReportBadShardRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.strata.v1.RequestHeaderR\x06header\x12\x19\n" +
 	"\bchunk_id\x18\x02 \x01(\x04R\achunkId\x12\x1f\n" +
 	"\vshard_index\x18\x03 \x01(\rR\n" +
 	"shardIndex\x12\x1b\n" +
 	"\tserver_id\x18\x04 \x01(\rR\bserverId\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x18\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03ino\x18x \x01(\x04R\x03ino\"\x18\n" +
 	"\x16ReportBadShardResponse\"\x8e\x02\n" +
 	"\x19RegisterDataServerRequest\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12\x12\n" +
