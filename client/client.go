@@ -24,7 +24,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -48,6 +51,10 @@ type Config struct {
 	// (default DefaultCacheBytes). See chunkcache.go.
 	CacheDir   string
 	CacheBytes int64
+	// TLS, when set, is the identity (role client, or bootctl inside the
+	// boot controller) presented to every server; metaservers must show
+	// role meta and dataservers role data. nil: plain text (--insecure).
+	TLS *pki.Identity
 }
 
 const (
@@ -92,7 +99,8 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("component", "client")
-	meta, err := metaconn.New(cfg.MetaAddrs, metaconn.Options{Logger: cfg.Logger})
+	meta, err := metaconn.New(cfg.MetaAddrs, metaconn.Options{Logger: cfg.Logger,
+		DialOptions: []grpc.DialOption{pki.DialCreds(cfg.TLS, pki.RoleMeta)}})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -109,7 +117,7 @@ func New(cfg Config) (*Client, error) {
 		cfg:      cfg,
 		log:      log,
 		meta:     meta,
-		data:     newDataConns(),
+		data:     newDataConns(pki.DialCreds(cfg.TLS, pki.RoleData)),
 		clientID: id,
 		cache:    cache,
 	}

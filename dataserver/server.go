@@ -23,9 +23,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/grpcutil"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -57,6 +59,13 @@ type Config struct {
 	// Net, when set, lets a test cut this server off the network (its
 	// gRPC listener and its connection to the metadata service).
 	Net *netfault.Switch
+	// TLS, when set, puts every connection behind mutual TLS with this
+	// data identity: the gRPC service (calls authorised per method by
+	// role), metrics, and the dials to the metadata service and to peers.
+	// nil: plain text (--insecure).
+	TLS *pki.Identity
+	// Audit receives refused handshakes and calls (nil: none).
+	Audit *audit.Log
 }
 
 // DefaultConfig returns the defaults; Dirs still has to be set.
@@ -174,7 +183,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}, peers: &peerConns{}}
+	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}, peers: &peerConns{creds: pki.DialCreds(cfg.TLS, pki.RoleData)}}
 	if err := s.init(); err != nil {
 		st.Close()
 		return nil, err
@@ -275,7 +284,7 @@ func (s *Server) listen(ctx context.Context) (metricsLis net.Listener, err error
 }
 
 func (s *Server) serveGRPC() {
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(metaconn.MaxMsgSize),
 		grpc.MaxSendMsgSize(metaconn.MaxMsgSize),
 		// Same flow-control windows and buffers as the clients (metaconn):
@@ -290,7 +299,8 @@ func (s *Server) serveGRPC() {
 		// next to the handler whose buffer it manages (zerocopy.go).
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor(), grpcutil.RecoverUnary(s.log), pooledReplies(s.pool)),
 		grpc.ForceServerCodecV2(newServerCodec()),
-	)
+	}
+	s.grpc = grpc.NewServer(append(opts, pki.GRPCServerOptions(s.cfg.TLS, s.cfg.Audit, s.log)...)...)
 	stratapb.RegisterDataServer(s.grpc, &service{store: s.store, m: s.metrics})
 	stratapb.RegisterRepairServer(s.grpc, &repairService{srv: s, peers: s.peers})
 	lis := s.lis
@@ -305,6 +315,7 @@ func (s *Server) serveMetrics(lis net.Listener) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	lis = pki.WrapListener(s.cfg.TLS, lis, s.cfg.Audit, s.log, "data-metrics")
 	s.wg.Go(func() {
 		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics server stopped", "err", err)

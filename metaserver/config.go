@@ -9,7 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -88,6 +90,14 @@ type Config struct {
 	NoRepair bool
 
 	DefaultPolicy *stratapb.StripePolicy
+
+	// TLS, when set, puts every connection behind mutual TLS with this
+	// meta identity: gRPC (calls authorised per method by role), raft
+	// (peers must be role meta), metrics, and the dials to other servers.
+	// nil: plain text (--insecure).
+	TLS *pki.Identity
+	// Audit receives refused handshakes and calls (nil: none).
+	Audit *audit.Log
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

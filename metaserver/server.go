@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/strata-hpc/strata/internal/grpcutil"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -69,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 		log:    log,
 		fsm:    newFSM(policyFromProto(cfg.DefaultPolicy), log),
 		live:   newLiveness(),
-		dconns: newDataConns(),
+		dconns: newDataConns(pki.DialCreds(cfg.TLS, pki.RoleMeta, pki.RoleData)),
 	}
 	s.reads = newReadBarrier(s.verifyLeader)
 	s.repair, s.audit = newRepairer(s), newAuditor()
@@ -117,7 +118,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.parts = parts
-	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, grpc.ChainUnaryInterceptor(s.met.interceptor))...)
+	sopts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(s.met.interceptor)}, pki.GRPCServerOptions(s.cfg.TLS, s.cfg.Audit, s.log)...)
+	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, sopts...)...)
 	stratapb.RegisterMetaServer(s.grpc, s)
 	stratapb.RegisterSnapServer(s.grpc, &snapService{s: s})
 	stratapb.RegisterImageServer(s.grpc, &imageService{s: s})
@@ -167,6 +169,7 @@ func (s *Server) serveMetrics() {
 		s.http = nil
 		return
 	}
+	lis = pki.WrapListener(s.cfg.TLS, lis, s.cfg.Audit, s.log, "meta-metrics")
 	s.goRun(func() {
 		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics server", "err", err)

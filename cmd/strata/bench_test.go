@@ -92,7 +92,7 @@ func clientOps(b *testing.B, n, inflight int, op func(i int) error) {
 
 func benchClient(b *testing.B) *client.Client {
 	c := testcluster.New(b, testcluster.Options{Meta: 3})
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func BenchmarkClientGetAttr(b *testing.B) {
 // (metaserver.DefaultSmallThreshold) comes from this table.
 func BenchmarkSmallFiles(b *testing.B) {
 	c := testcluster.New(b, testcluster.Options{Meta: 3, Data: 6})
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func newBootRig(t testing.TB, data int) *bootRig {
 	r.ovlys = filepath.Join(r.dir, "overlays")
 	r.tc = testcluster.New(t, testcluster.Options{Meta: 3, Data: data})
 	r.meta = strings.Join(r.tc.MetaAddrs(), ",")
-	c, err := client.New(client.Config{MetaAddrs: r.tc.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(client.Config{MetaAddrs: r.tc.MetaAddrs(), TLS: r.tc.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

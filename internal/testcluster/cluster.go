@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/metaserver"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -59,6 +61,14 @@ type Options struct {
 	// Logger receives every server's logs; default: none, or everything
 	// at debug level on stderr when STRATA_TEST_LOG is set.
 	Logger *slog.Logger
+	// Insecure runs the cluster in plain text. By default every
+	// connection is mutual TLS with a CA made for this cluster alone
+	// (Cluster.TLSDir holds ca.crt and a certificate for every role);
+	// clients get theirs from Cluster.ClientTLS.
+	Insecure bool
+	// Audit receives the servers' audit records (refused handshakes and
+	// calls); nil: none.
+	Audit *audit.Log
 }
 
 // Cluster is a running test cluster.
@@ -69,6 +79,7 @@ type Cluster struct {
 	Meta []*Meta
 	Data []*Data
 	log  *slog.Logger
+	ids  map[pki.Role]*pki.Identity // nil when Insecure
 
 	servicePort int
 }
@@ -110,6 +121,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	c := &Cluster{t: t, opts: opts, Dir: t.TempDir(), log: log}
+	if !opts.Insecure {
+		c.makeTLS()
+	}
 	t.Cleanup(c.Close)
 	c.startMetas()
 	c.WaitLeader()
@@ -209,6 +223,7 @@ func (c *Cluster) startMetas() {
 			cfg.TrailingLogs = c.opts.TrailingLogs
 		}
 		cfg.Logger = c.log.With("member", cfg.ID)
+		cfg.TLS, cfg.Audit = c.Identity(pki.RoleMeta), c.opts.Audit
 		m := &Meta{Cfg: cfg, Switch: netfault.New()}
 		m.Cfg.Net = m.Switch
 		c.Meta = append(c.Meta, m)
@@ -342,6 +357,7 @@ func (c *Cluster) AddData() int {
 		cfg.Labels = c.opts.Labels(i)
 	}
 	cfg.Logger = c.log.With("member", fmt.Sprintf("d%d", i+1))
+	cfg.TLS, cfg.Audit = c.Identity(pki.RoleData), c.opts.Audit
 	sw := netfault.New()
 	cfg.Net = sw
 	c.Data = append(c.Data, &Data{Cfg: cfg, Switch: sw})
