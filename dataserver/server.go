@@ -292,8 +292,8 @@ func (s *Server) serveGRPC() {
 		// per 64 KiB.
 		grpc.InitialWindowSize(metaconn.WindowSize),
 		grpc.InitialConnWindowSize(metaconn.ConnWindowSize),
-		grpc.ReadBufferSize(256<<10),
-		grpc.WriteBufferSize(256<<10),
+		grpc.ReadBufferSize(256 << 10),
+		grpc.WriteBufferSize(256 << 10),
 		// The recovery interceptor comes after the metrics one so that a
 		// panic is counted as Internal; the pooled-reply one is innermost,
 		// next to the handler whose buffer it manages (zerocopy.go).

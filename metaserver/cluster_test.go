@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
-	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/internal/pki"
+	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
