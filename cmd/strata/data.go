@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 func init() {
@@ -32,6 +34,8 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Int64Var(&cfg.ScrubRate, "scrub-rate", dataserver.DefaultScrubRate, "bytes per second the scrubber re-reads (negative: no scrubbing)")
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", dataserver.DefaultScrubInterval, "time between the starts of two scrub passes")
 	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
+	tf := addTLSFlags(fs, false)
+	auditPath := fs.String("audit-log", envDefault("audit-log", ""), "audit log file (default: audit.log in the first --dir)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -52,6 +56,16 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.Logger, err = newLogger(stderr, *level); err != nil {
 		return err
 	}
+	if cfg.TLS, err = tf.identity(pki.RoleData, cfg.Logger); err != nil {
+		return err
+	}
+	if *auditPath == "" {
+		*auditPath = filepath.Join(cfg.Dirs[0], "audit.log")
+	}
+	if cfg.Audit, err = openAudit(*auditPath, cfg.Logger); err != nil {
+		return err
+	}
+	defer cfg.Audit.Close()
 	srv, err := dataserver.New(cfg)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -33,6 +34,8 @@ type clientFlags struct {
 	meta   *string
 	tenant *string
 	level  *string
+	tls    *tlsFlags
+	role   pki.Role // the certificate presented: client, or bootctl for the boot controller
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
@@ -40,6 +43,8 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 		meta:   fs.String("meta", envDefault("meta", defaultMetaAddrs()), "metadata service addresses (or the service IP), comma-separated"),
 		tenant: fs.String("tenant", envDefault("tenant", ""), "tenant (default: the default tenant)"),
 		level:  fs.String("log-level", envDefault("log-level", "warn"), "debug, info, warn or error"),
+		tls:    addTLSFlags(fs, true),
+		role:   pki.RoleClient,
 	}
 }
 
@@ -55,7 +60,11 @@ func (cf *clientFlags) openWith(set func(*client.Config)) (*client.Client, error
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, Logger: log}
+	id, err := cf.tls.identity(cf.role, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg := client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, Logger: log, TLS: id}
 	if set != nil {
 		set(&cfg)
 	}
