@@ -91,7 +91,7 @@ func clientOps(b *testing.B, n, inflight int, op func(i int) error) {
 }
 
 func benchClient(b *testing.B) *client.Client {
-	c := testcluster.New(b, testcluster.Options{Meta: 3})
+	c := testcluster.New(b, testcluster.Options{TLSDir: testTLSDir, Meta: 3})
 	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
@@ -146,7 +146,7 @@ func BenchmarkClientGetAttr(b *testing.B) {
 // of each size, both ways, 16 in flight. The default small-file threshold
 // (metaserver.DefaultSmallThreshold) comes from this table.
 func BenchmarkSmallFiles(b *testing.B) {
-	c := testcluster.New(b, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(b, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)

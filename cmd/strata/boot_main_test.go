@@ -20,7 +20,10 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	cleanup := setupTestTLS()
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
 
 // asStrata is the environment that makes the test binary act as strata.

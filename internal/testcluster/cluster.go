@@ -66,6 +66,10 @@ type Options struct {
 	// (Cluster.TLSDir holds ca.crt and a certificate for every role);
 	// clients get theirs from Cluster.ClientTLS.
 	Insecure bool
+	// TLSDir, when set, is a TLS directory (ca.crt and ROLE.crt/ROLE.key
+	// for every role) to use instead of making a CA: tests that run CLI
+	// commands point STRATA_TLS_DIR at the same directory.
+	TLSDir string
 	// Audit receives the servers' audit records (refused handshakes and
 	// calls); nil: none.
 	Audit *audit.Log

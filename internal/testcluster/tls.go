@@ -13,16 +13,14 @@ import (
 // one TLS directory (Cluster.TLSDir).
 func (c *Cluster) makeTLS() {
 	c.t.Helper()
-	caDir, dir := filepath.Join(c.Dir, "ca"), c.TLSDir()
-	if err := pki.InitCA(caDir, "testcluster"); err != nil {
-		c.t.Fatalf("testcluster: %v", err)
+	dir := c.TLSDir()
+	if c.opts.TLSDir == "" {
+		if err := MakeTLSDir(c.CADir(), dir); err != nil {
+			c.t.Fatalf("testcluster: %v", err)
+		}
 	}
 	c.ids = map[pki.Role]*pki.Identity{}
 	for _, r := range pki.Roles {
-		req := pki.Request{Role: r, Name: "test-" + string(r), IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, DNS: []string{"localhost"}}
-		if _, err := pki.Issue(caDir, req, dir); err != nil {
-			c.t.Fatalf("testcluster: %v", err)
-		}
 		id, err := pki.Load(dir, r, c.log)
 		if err != nil {
 			c.t.Fatalf("testcluster: %v", err)
@@ -31,19 +29,38 @@ func (c *Cluster) makeTLS() {
 	}
 }
 
+// MakeTLSDir makes a CA in caDir and a certificate for every role (for
+// 127.0.0.1 and localhost) in tlsDir.
+func MakeTLSDir(caDir, tlsDir string) error {
+	if err := pki.InitCA(caDir, "testcluster"); err != nil {
+		return err
+	}
+	for _, r := range pki.Roles {
+		req := pki.Request{Role: r, Name: "test-" + string(r), IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, DNS: []string{"localhost"}}
+		if _, err := pki.Issue(caDir, req, tlsDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // TLSDir is the directory holding ca.crt and ROLE.crt/ROLE.key for every
 // role (what `--tls-dir` takes), or "" for an insecure cluster.
 func (c *Cluster) TLSDir() string {
 	if c.opts.Insecure {
 		return ""
 	}
+	if c.opts.TLSDir != "" {
+		return c.opts.TLSDir
+	}
 	return filepath.Join(c.Dir, "tls")
 }
 
 // CADir is the directory of the cluster's CA (ca.crt, ca.key), for tests
-// that issue more certificates; "" for an insecure cluster.
+// that issue more certificates; "" for an insecure cluster or one given
+// Options.TLSDir.
 func (c *Cluster) CADir() string {
-	if c.opts.Insecure {
+	if c.opts.Insecure || c.opts.TLSDir != "" {
 		return ""
 	}
 	return filepath.Join(c.Dir, "ca")
