@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/client"
-	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/linearize"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/client"
-	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/fuse"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 func init() {
