@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/strata-hpc/strata/dataserver"
 	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/pki"
@@ -266,4 +270,44 @@ func TestRolesEnforced(t *testing.T) {
 	waitAudit(t, buf, `"action":"rpc.authorize"`, `"actor":"client:test-client"`, `RegisterDataServer`, `"outcome":"denied"`)
 	waitAudit(t, buf, `"action":"rpc.authorize"`, `"actor":"data:test-data"`, `Create`)
 	waitAudit(t, buf, `"action":"tls.handshake"`, `"object":"raft"`, "role client")
+}
+
+// TestMetricsNeedCertificate: the Prometheus endpoint of a dataserver
+// (metaservers serve theirs the same way) answers a holder of a cluster
+// certificate over HTTPS, and nobody else.
+func TestMetricsNeedCertificate(t *testing.T) {
+	c, buf := newSecureCluster(t, 0)
+	cfg := dataserver.DefaultConfig()
+	cfg.Dirs, cfg.Fsync, cfg.ReserveBytes = []string{t.TempDir()}, false, 0
+	cfg.MetricsAddr, cfg.Logger = "127.0.0.1:0", slog.New(slog.DiscardHandler)
+	cfg.TLS, cfg.Audit = c.Identity(pki.RoleData), audit.New(buf, nil)
+	srv, err := dataserver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	url := "https://" + srv.MetricsAddr() + "/metrics"
+	scraper := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: c.ClientTLS().ClientTLS()}}
+	resp, err := scraper.Get(url)
+	if err != nil {
+		t.Fatalf("scrape with a client certificate: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "strata_") {
+		t.Fatalf("scrape: %s %.200q", resp.Status, body)
+	}
+	anon := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the attacker's side
+	if resp, err := anon.Get(url); err == nil {
+		resp.Body.Close()
+		t.Fatalf("scrape without a certificate answered: %s", resp.Status)
+	}
+	if resp, err := http.Get("http://" + srv.MetricsAddr() + "/metrics"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("plain-text scrape answered: %s", resp.Status)
+	}
+	waitAudit(t, buf, `"action":"tls.handshake"`, `"object":"data-metrics"`)
 }
