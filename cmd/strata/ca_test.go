@@ -86,3 +86,34 @@ func TestTLSFlagsRequired(t *testing.T) {
 		t.Errorf("--insecure: identity %v, err %v, log %q; want plain text and a warning", id, err, logged.String())
 	}
 }
+
+// TestClientsFindDevCertificates: after `strata dev` made its
+// certificates, client commands on the machine use them with no flag (so
+// that `make dev` then `strata ls /` just works), and daemons do not.
+func TestClientsFindDevCertificates(t *testing.T) {
+	t.Setenv("STRATA_TLS_DIR", "")
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	if _, err := devTLS(defaultDevDir(), devServiceIP); err != nil {
+		t.Fatal(err)
+	}
+	client := addTLSFlags(flag.NewFlagSet("c", flag.ContinueOnError), true)
+	if *client.dir != devTLSDir(defaultDevDir()) {
+		t.Fatalf("client default --tls-dir %q, want the dev cluster's %q", *client.dir, devTLSDir(defaultDevDir()))
+	}
+	if id, err := client.identity(pki.RoleClient, nil); err != nil || id == nil {
+		t.Fatalf("client identity from the dev directory: %v", err)
+	}
+	daemon := addTLSFlags(flag.NewFlagSet("d", flag.ContinueOnError), false)
+	if *daemon.dir != "" {
+		t.Fatalf("daemon default --tls-dir %q, want none", *daemon.dir)
+	}
+	// A second start reuses the CA and certificates.
+	before, _ := os.ReadFile(filepath.Join(devTLSDir(defaultDevDir()), "meta.crt"))
+	if _, err := devTLS(defaultDevDir(), devServiceIP); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(filepath.Join(devTLSDir(defaultDevDir()), "meta.crt"))
+	if !bytes.Equal(before, after) || len(before) == 0 {
+		t.Fatal("a restart of strata dev re-issued its certificates")
+	}
+}
