@@ -48,6 +48,18 @@ func (l *Listener) acceptLoop() {
 	for {
 		c, err := l.inner.Accept()
 		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if !errors.Is(err, net.ErrClosed) {
+				// Out of file descriptors and the like: wait and go
+				// on, as net/http does, rather than stop serving.
+				l.log.Warn("accept failed; retrying", "service", l.service, "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
 			l.mu.Lock()
 			l.acceptErr = err
 			l.mu.Unlock()
