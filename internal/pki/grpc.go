@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -16,7 +18,8 @@ import (
 // certificate with one of the allowed roles; every failed handshake is
 // written to the audit log (a may be nil) as action "tls.handshake".
 func (id *Identity) ServerCredentials(a *audit.Log, log *slog.Logger, allowed ...Role) credentials.TransportCredentials {
-	return &auditedCreds{TransportCredentials: credentials.NewTLS(id.ServerTLS(allowed...)), audit: a, log: logOrDiscard(log), service: "grpc"}
+	return &auditedCreds{TransportCredentials: credentials.NewTLS(id.ServerTLS(allowed...)),
+		fails: newFailureLog(a, log, "grpc")}
 }
 
 // DialOption makes gRPC connections present this identity and accept only
@@ -42,32 +45,75 @@ func PeerFromContext(ctx context.Context) (Peer, bool) {
 // auditedCreds records failed server handshakes.
 type auditedCreds struct {
 	credentials.TransportCredentials
-	audit   *audit.Log
-	log     *slog.Logger
-	service string
+	fails *failureLog
 }
 
 func (c *auditedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
 	if err != nil {
-		recordHandshakeFailure(c.audit, c.log, c.service, raw.RemoteAddr(), err)
+		c.fails.record(raw.RemoteAddr(), err)
 	}
 	return conn, info, err
 }
 
 func (c *auditedCreds) Clone() credentials.TransportCredentials {
-	return &auditedCreds{TransportCredentials: c.TransportCredentials.Clone(), audit: c.audit, log: c.log, service: c.service}
+	return &auditedCreds{TransportCredentials: c.TransportCredentials.Clone(), fails: c.fails}
 }
 
-// recordHandshakeFailure audits a refused connection. The actor is the
-// remote address: nothing else about the peer is trustworthy.
-func recordHandshakeFailure(a *audit.Log, log *slog.Logger, service string, remote net.Addr, err error) {
+// Audit records of failed handshakes are limited to failureBurst per
+// failureWindow per listener, so that a port scan or a misconfigured
+// client in a loop cannot fill the disk; the number left out is written
+// with the next record.
+const (
+	failureBurst  = 20
+	failureWindow = time.Second
+)
+
+// failureLog audits refused connections of one listener.
+type failureLog struct {
+	audit   *audit.Log
+	log     *slog.Logger
+	service string
+	burst   int
+	window  time.Duration
+
+	mu         sync.Mutex
+	windowFrom time.Time
+	inWindow   int
+	suppressed int
+}
+
+func newFailureLog(a *audit.Log, log *slog.Logger, service string) *failureLog {
+	return &failureLog{audit: a, log: logOrDiscard(log), service: service, burst: failureBurst, window: failureWindow}
+}
+
+// record audits a refused connection. The actor is the remote address:
+// nothing else about the peer is trustworthy.
+func (f *failureLog) record(remote net.Addr, err error) {
 	addr := ""
 	if remote != nil {
 		addr = remote.String()
 	}
-	log.Debug("TLS handshake failed", "service", service, "remote", addr, "err", err)
-	a.Record(context.Background(), "tls.handshake", addr, service, audit.Denied, "error", err.Error())
+	f.log.Debug("TLS handshake failed", "service", f.service, "remote", addr, "err", err)
+	f.mu.Lock()
+	now := time.Now()
+	if now.Sub(f.windowFrom) >= f.window {
+		f.windowFrom, f.inWindow = now, 0
+	}
+	f.inWindow++
+	if f.inWindow > f.burst {
+		f.suppressed++
+		f.mu.Unlock()
+		return
+	}
+	left := f.suppressed
+	f.suppressed = 0
+	f.mu.Unlock()
+	attrs := []any{"error", err.Error()}
+	if left > 0 {
+		attrs = append(attrs, "suppressed_before", left)
+	}
+	f.audit.Record(context.Background(), "tls.handshake", addr, f.service, audit.Denied, attrs...)
 }
 
 func logOrDiscard(l *slog.Logger) *slog.Logger {

@@ -24,7 +24,7 @@ const HandshakeTimeout = 10 * time.Second
 type Listener struct {
 	inner   net.Listener
 	cfg     *tls.Config
-	audit   *audit.Log
+	fails   *failureLog
 	log     *slog.Logger
 	service string
 
@@ -38,7 +38,7 @@ type Listener struct {
 // NewListener starts handshaking connections accepted by inner with cfg.
 // service names the listener in audit records ("raft", "bootctl-http").
 func NewListener(inner net.Listener, cfg *tls.Config, a *audit.Log, log *slog.Logger, service string) *Listener {
-	l := &Listener{inner: inner, cfg: cfg, audit: a, log: logOrDiscard(log), service: service,
+	l := &Listener{inner: inner, cfg: cfg, fails: newFailureLog(a, log, service), log: logOrDiscard(log), service: service,
 		conns: make(chan net.Conn), done: make(chan struct{})}
 	go l.acceptLoop()
 	return l
@@ -76,7 +76,7 @@ func (l *Listener) handshake(c net.Conn) {
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		recordHandshakeFailure(l.audit, l.log, l.service, c.RemoteAddr(), err)
+		l.fails.record(c.RemoteAddr(), err)
 		c.Close()
 		return
 	}

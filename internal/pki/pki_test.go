@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/strata-hpc/strata/internal/audit"
 	_ "github.com/strata-hpc/strata/proto/stratapb" // registers the services
 )
 
@@ -233,5 +235,28 @@ func TestEveryMethodHasRoles(t *testing.T) {
 		if got != c.ok {
 			t.Errorf("%s by %s allowed=%v, want %v", c.method, c.role, got, c.ok)
 		}
+	}
+}
+
+// TestHandshakeAuditBounded: a flood of failed handshakes writes at most
+// the burst of records per window; the next record says how many were
+// left out.
+func TestHandshakeAuditBounded(t *testing.T) {
+	var buf bytes.Buffer
+	f := newFailureLog(audit.New(&buf, nil), nil, "grpc")
+	f.burst, f.window = 5, time.Hour
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 1}
+	for i := 0; i < 8; i++ {
+		f.record(addr, errors.New("tls: no certificate"))
+	}
+	if n := strings.Count(buf.String(), "tls.handshake"); n != 5 {
+		t.Fatalf("%d records for 8 failures with a burst of 5", n)
+	}
+	f.mu.Lock()
+	f.windowFrom = time.Time{} // the window is over
+	f.mu.Unlock()
+	f.record(addr, errors.New("tls: no certificate"))
+	if !strings.Contains(buf.String(), `"suppressed_before":3`) {
+		t.Fatalf("the record after the flood does not count what was left out:\n%s", buf.String())
 	}
 }
