@@ -284,7 +284,7 @@ func (s *Server) listen(ctx context.Context) (metricsLis net.Listener, err error
 }
 
 func (s *Server) serveGRPC() {
-	opts := []grpc.ServerOption{
+	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(metaconn.MaxMsgSize),
 		grpc.MaxSendMsgSize(metaconn.MaxMsgSize),
 		// Same flow-control windows and buffers as the clients (metaconn):
@@ -292,15 +292,18 @@ func (s *Server) serveGRPC() {
 		// per 64 KiB.
 		grpc.InitialWindowSize(metaconn.WindowSize),
 		grpc.InitialConnWindowSize(metaconn.ConnWindowSize),
-		grpc.ReadBufferSize(256 << 10),
-		grpc.WriteBufferSize(256 << 10),
+		grpc.ReadBufferSize(256<<10),
+		grpc.WriteBufferSize(256<<10),
 		// The recovery interceptor comes after the metrics one so that a
 		// panic is counted as Internal; the pooled-reply one is innermost,
 		// next to the handler whose buffer it manages (zerocopy.go).
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor(), grpcutil.RecoverUnary(s.log), pooledReplies(s.pool)),
 		grpc.ForceServerCodecV2(newServerCodec()),
-	}
-	s.grpc = grpc.NewServer(append(opts, pki.GRPCServerOptions(s.cfg.TLS, s.cfg.Audit, s.log)...)...)
+		// Mutual TLS and per-method roles (nothing without TLS).
+		pki.ServerCreds(s.cfg.TLS, s.cfg.Audit, s.log),
+		pki.Authz(s.cfg.TLS, s.cfg.Audit, s.log),
+		pki.StreamAuthz(s.cfg.TLS, s.cfg.Audit, s.log),
+	)
 	stratapb.RegisterDataServer(s.grpc, &service{store: s.store, m: s.metrics})
 	stratapb.RegisterRepairServer(s.grpc, &repairService{srv: s, peers: s.peers})
 	lis := s.lis

@@ -118,8 +118,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.parts = parts
-	sopts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(s.met.interceptor)}, pki.GRPCServerOptions(s.cfg.TLS, s.cfg.Audit, s.log)...)
-	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, sopts...)...)
+	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, grpc.ChainUnaryInterceptor(s.met.interceptor),
+		pki.ServerCreds(s.cfg.TLS, s.cfg.Audit, s.log), pki.Authz(s.cfg.TLS, s.cfg.Audit, s.log), pki.StreamAuthz(s.cfg.TLS, s.cfg.Audit, s.log))...)
 	stratapb.RegisterMetaServer(s.grpc, s)
 	stratapb.RegisterSnapServer(s.grpc, &snapService{s: s})
 	stratapb.RegisterImageServer(s.grpc, &imageService{s: s})

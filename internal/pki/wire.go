@@ -22,19 +22,34 @@ func DialCreds(id *Identity, serverRoles ...Role) grpc.DialOption {
 	return id.DialOption(serverRoles...)
 }
 
-// GRPCServerOptions are the options that put a gRPC server behind mTLS
-// (any cluster role may connect) and authorise each call by MethodRoles;
-// none when id is nil.
-func GRPCServerOptions(id *Identity, a *audit.Log, log *slog.Logger) []grpc.ServerOption {
+// ServerCreds is the credentials option of a gRPC server behind mutual
+// TLS (any cluster role may connect; see Authz for per-method checks), or
+// an option that changes nothing when id is nil.
+func ServerCreds(id *Identity, a *audit.Log, log *slog.Logger) grpc.ServerOption {
 	if id == nil {
-		return nil
+		return grpc.EmptyServerOption{}
+	}
+	return grpc.Creds(id.ServerCredentials(a, log))
+}
+
+// Authz is the interceptor option that authorises each call by
+// MethodRoles, or an option that changes nothing when id is nil (plain
+// text: no certificate to check).
+func Authz(id *Identity, a *audit.Log, log *slog.Logger) grpc.ServerOption {
+	if id == nil {
+		return grpc.EmptyServerOption{}
 	}
 	az := &Authorizer{Audit: a, Log: log}
-	return []grpc.ServerOption{
-		grpc.Creds(id.ServerCredentials(a, log)),
-		grpc.ChainUnaryInterceptor(az.Unary()),
-		grpc.ChainStreamInterceptor(az.Stream()),
+	return grpc.ChainUnaryInterceptor(az.Unary())
+}
+
+// StreamAuthz is Authz for streaming calls.
+func StreamAuthz(id *Identity, a *audit.Log, log *slog.Logger) grpc.ServerOption {
+	if id == nil {
+		return grpc.EmptyServerOption{}
 	}
+	az := &Authorizer{Audit: a, Log: log}
+	return grpc.ChainStreamInterceptor(az.Stream())
 }
 
 // WrapListener puts l behind TLS requiring a certificate of one of the
