@@ -3,6 +3,7 @@ package bootctl
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,9 @@ type AgentConfig struct {
 	// NewClient opens the client to the metadata service named on the
 	// command line (to find the node by its MAC).
 	NewClient func(meta []string) (*client.Client, error)
+	// TLS, when set, is the client configuration of the agent's HTTPS
+	// calls to the boot controller (iPXE script, check-ins).
+	TLS *tls.Config
 }
 
 // Agent is a running boot agent.
@@ -65,6 +69,9 @@ func RunAgent(ctx context.Context, cfg AgentConfig) error {
 		cfg.Heartbeat = 5 * time.Second
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "boot-agent"), http: &http.Client{Timeout: 10 * time.Second}}
+	if cfg.TLS != nil {
+		a.http.Transport = &http.Transport{TLSClientConfig: cfg.TLS}
+	}
 	bootTime := time.Now().UTC()
 	m, err := a.boot(ctx)
 	if err != nil {

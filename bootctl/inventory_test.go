@@ -19,7 +19,7 @@ import (
 func newStore(t *testing.T) (*Store, *testcluster.Cluster) {
 	t.Helper()
 	tc := testcluster.New(t, testcluster.Options{Meta: 1})
-	c, err := client.New(client.Config{MetaAddrs: tc.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(client.Config{MetaAddrs: tc.MetaAddrs(), TLS: tc.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestInventory(t *testing.T) {
 // at once, exactly one wins, and the losers leave no node behind.
 func TestConcurrentAddsOfOneMAC(t *testing.T) {
 	s1, tc := newStore(t)
-	c2, err := client.New(client.Config{MetaAddrs: tc.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	c2, err := client.New(client.Config{MetaAddrs: tc.MetaAddrs(), TLS: tc.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/strata-hpc/strata/internal/audit"
 )
 
 // ServerConfig configures the boot-configuration HTTP server.
@@ -22,6 +24,12 @@ type ServerConfig struct {
 	// Kernel and Initrd are the default URLs of the boot files.
 	Kernel, Initrd string
 	Logger         *slog.Logger
+	// TLS says the server is behind HTTPS with optional client
+	// certificates (pki.Identity.ServerTLSOptional): every path but the
+	// iPXE script then needs a certificate (tlsauth.go). Audit receives
+	// the refusals.
+	TLS   bool
+	Audit *audit.Log
 }
 
 // Server answers iPXE boot requests by MAC and records check-ins. Every
@@ -56,7 +64,11 @@ func NewServer(store *Store, cfg ServerConfig) *Server {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.authorize(w, r) {
+		s.mux.ServeHTTP(w, r)
+	}
+}
 
 // Script returns the iPXE script for mac, or an error that says why there
 // is none (ErrBadMAC for a malformed MAC; ErrNotFound for an unknown one,

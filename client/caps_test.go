@@ -97,7 +97,7 @@ func TestCapabilityClusterRefusals(t *testing.T) {
 	if fresh.KeyID != old.KeyID {
 		t.Fatalf("new leader signs with key %d, old one with %d", fresh.KeyID, old.KeyID)
 	}
-	c2 := newTestClient(t, e.cl.MetaAddrs())
+	c2 := newTestClient(t, e.cl.MetaAddrs(), e.cl.ClientTLS())
 	var buf bytes.Buffer
 	if _, err := c2.Get(ctx, "/b", &buf); err != nil || !bytes.Equal(buf.Bytes(), dataB) {
 		t.Fatalf("read after failover: %v", err)
@@ -124,7 +124,7 @@ func TestCapabilityKeyRotation(t *testing.T) {
 		mu     sync.Mutex
 		errs   []error
 		wg     sync.WaitGroup
-		writer = newTestClient(t, e.cl.MetaAddrs())
+		writer = newTestClient(t, e.cl.MetaAddrs(), e.cl.ClientTLS())
 	)
 	wg.Go(func() {
 		for i := 0; !stop.Load(); i++ {
@@ -234,7 +234,7 @@ func sortedIDs(ids []uint32) []uint32 {
 // lifetime.
 func TestCapabilityRefresh(t *testing.T) {
 	cl := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6, Policy: testPolicy(), CapLifetime: 2 * time.Second})
-	c := newTestClient(t, cl.MetaAddrs())
+	c := newTestClient(t, cl.MetaAddrs(), cl.ClientTLS())
 	ctx := ctxT(t)
 	data := randBytes(150<<10, 3)
 	attr, err := c.Put(ctx, "/f", bytes.NewReader(data), PutOptions{})

@@ -263,7 +263,7 @@ func TestCacheKeyNames(t *testing.T) {
 func TestClusterChunkCache(t *testing.T) {
 	e := newEnv(t, 6, testPolicy())
 	dir := t.TempDir()
-	c, err := New(Config{MetaAddrs: e.cl.MetaAddrs(), Logger: testLogger(t), ShardTimeout: 2 * time.Second, CacheDir: dir})
+	c, err := New(Config{MetaAddrs: e.cl.MetaAddrs(), TLS: e.cl.ClientTLS(), Logger: testLogger(t), ShardTimeout: 2 * time.Second, CacheDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -55,6 +56,10 @@ type Config struct {
 	// (default DefaultCacheBytes). See chunkcache.go.
 	CacheDir   string
 	CacheBytes int64
+	// TLS, when set, is the identity (role client, or bootctl inside the
+	// boot controller) presented to every server; metaservers must show
+	// role meta and dataservers role data. nil: plain text (--insecure).
+	TLS *pki.Identity
 }
 
 const (
@@ -100,7 +105,8 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("component", "client")
-	mopts := metaconn.Options{Logger: cfg.Logger}
+	mopts := metaconn.Options{Logger: cfg.Logger,
+		DialOptions: []grpc.DialOption{pki.DialCreds(cfg.TLS, pki.RoleMeta)}}
 	if cfg.TenantToken != "" {
 		mopts.DialOptions = append(mopts.DialOptions, grpc.WithPerRPCCredentials(tenantToken(cfg.TenantToken)))
 	}
@@ -121,7 +127,7 @@ func New(cfg Config) (*Client, error) {
 		cfg:      cfg,
 		log:      log,
 		meta:     meta,
-		data:     newDataConns(),
+		data:     newDataConns(pki.DialCreds(cfg.TLS, pki.RoleData)),
 		clientID: id,
 		cache:    cache,
 	}

@@ -26,6 +26,7 @@ func newClusterClient(t testing.TB, data int) (*testcluster.Cluster, *client.Cli
 	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: data})
 	c, err := client.New(client.Config{
 		MetaAddrs:    cl.MetaAddrs(),
+		TLS:          cl.ClientTLS(),
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ShardTimeout: 10 * time.Second,
 	})
@@ -237,6 +238,7 @@ var benchInflight = []int{2, 4, 8, 16}
 func inflightClient(b *testing.B, cl *testcluster.Cluster, inflight int) *client.Client {
 	c, err := client.New(client.Config{
 		MetaAddrs:         cl.MetaAddrs(),
+		TLS:               cl.ClientTLS(),
 		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MaxInflightChunks: inflight,
 	})

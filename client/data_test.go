@@ -257,7 +257,7 @@ func waitReports(t *testing.T, tap *metaTap, id uint64, shards ...int) map[int]*
 }
 
 func testDegradedReadReportsBadShards(t *testing.T, e *env) {
-	tap := newMetaTap(t, e.cl.MetaAddrs())
+	tap := newMetaTap(t, e.cl)
 	tc := tap.client()
 	data := randBytes(64<<10, 8)
 	attr := e.put("/f", data)
@@ -329,7 +329,7 @@ func testReadFailsWithThreeMissing(t *testing.T, e *env) {
 // (it passes the dataserver's block checksums: it was written that way) is
 // caught by the chunk checksum and the chunk rebuilt from the others.
 func testSilentCorruption(t *testing.T, e *env) {
-	tap := newMetaTap(t, e.cl.MetaAddrs())
+	tap := newMetaTap(t, e.cl)
 	tc := tap.client()
 	data := randBytes(64<<10, 10)
 	attr := e.put("/f", data)
@@ -417,7 +417,7 @@ func testReadChunkCutByServer(t *testing.T, e *env) {
 // replaced by a spare not already in the stripe, and the commit names the
 // spare.
 func testWriteUsesSpares(t *testing.T, e *env) {
-	tap := newMetaTap(t, e.cl.MetaAddrs())
+	tap := newMetaTap(t, e.cl)
 	tc := tap.client()
 	bad := e.ids[0]
 	defer e.breakDisk(0)()

@@ -24,22 +24,23 @@ func crc32Update(crc uint32, b []byte) uint32 { return crc32.Update(crc, castagn
 // dataConns caches one gRPC connection per dataserver address; gRPC
 // multiplexes every concurrent shard RPC to a server over it.
 type dataConns struct {
+	creds  grpc.DialOption // TLS to a data role, or plain text
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-func newDataConns() *dataConns {
-	return &dataConns{conns: make(map[string]*grpc.ClientConn)}
+func newDataConns(creds grpc.DialOption) *dataConns {
+	return &dataConns{creds: creds, conns: make(map[string]*grpc.ClientConn)}
 }
 
 // dataDialOptions cap gRPC's reconnect back-off (default up to 2 minutes):
 // a restarted dataserver should serve reads again within seconds, while
 // RPCs to a dead one still fail fast and go to other shards.
-func dataDialOptions() []grpc.DialOption {
+func dataDialOptions(creds grpc.DialOption) []grpc.DialOption {
 	bc := backoff.DefaultConfig
 	bc.MaxDelay = 3 * time.Second
-	return metaconn.DialOptions(
+	return metaconn.DialOptions(creds,
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
 	)
 }
@@ -56,7 +57,7 @@ func (d *dataConns) client(addr string) (stratapb.DataClient, error) {
 	cc, ok := d.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, dataDialOptions()...)
+		cc, err = grpc.NewClient(addr, dataDialOptions(d.creds)...)
 		if err != nil {
 			return nil, fmt.Errorf("dial dataserver %s: %w", addr, err)
 		}

@@ -86,7 +86,7 @@ func testTruncateThenGrow(t *testing.T, e *env) {
 // while the other writer (a second real client) writes and commits.
 func testWriteAtConflict(t *testing.T, e *env) {
 	ctx := ctxT(t)
-	tap := newMetaTap(t, e.cl.MetaAddrs())
+	tap := newMetaTap(t, e.cl)
 	tc := tap.client()
 	data := randBytes(64<<10, 7)
 	attr := e.put("/f", data)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -67,7 +68,7 @@ type env struct {
 func newEnv(t testing.TB, nData int, pol *stratapb.StripePolicy) *env {
 	t.Helper()
 	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: nData, Policy: pol})
-	c := newTestClient(t, cl.MetaAddrs())
+	c := newTestClient(t, cl.MetaAddrs(), cl.ClientTLS())
 	sc := &cluster{cl: cl, c: c, aside: t.TempDir(), files: make(map[string][]byte)}
 	for i, d := range cl.Data {
 		if sc.ids = append(sc.ids, d.Srv.ID()); sc.ids[i] == 0 {
@@ -77,9 +78,9 @@ func newEnv(t testing.TB, nData int, pol *stratapb.StripePolicy) *env {
 	return &env{cluster: sc, t: t}
 }
 
-func newTestClient(t testing.TB, metaAddrs []string) *Client {
+func newTestClient(t testing.TB, metaAddrs []string, id *pki.Identity) *Client {
 	t.Helper()
-	c, err := New(Config{MetaAddrs: metaAddrs, Logger: testLogger(t), ShardTimeout: 5 * time.Second})
+	c, err := New(Config{MetaAddrs: metaAddrs, Logger: testLogger(t), ShardTimeout: 5 * time.Second, TLS: id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +404,7 @@ func (e *env) breakDisk(i int) func() {
 // dataClient is a connection of the test's own to dataserver addr.
 func (e *env) dataClient(addr string) stratapb.DataClient {
 	e.t.Helper()
-	cc, err := grpc.NewClient(addr, metaconn.DialOptions(grpc.WithChainUnaryInterceptor(e.cl.CapInterceptor()))...)
+	cc, err := grpc.NewClient(addr, metaconn.DialOptions(e.cl.DialCreds(pki.RoleData), grpc.WithChainUnaryInterceptor(e.cl.CapInterceptor()))...)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -15,7 +15,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/rpcerr"
+	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -34,6 +36,7 @@ import (
 type metaTap struct {
 	t    testing.TB
 	addr string
+	cl   *testcluster.Cluster // for its TLS identities
 
 	mu     sync.Mutex
 	leader string // where calls go; follows "not leader" hints
@@ -55,19 +58,25 @@ type tapCall struct {
 }
 
 // newMetaTap starts a tap in front of the cluster's metaservers.
-func newMetaTap(t testing.TB, metaAddrs []string) *metaTap {
+// With TLS, the tap shows clients the cluster's meta certificate and
+// presents the client certificate to the metaservers.
+func newMetaTap(t testing.TB, cl *testcluster.Cluster) *metaTap {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &metaTap{t: t, addr: lis.Addr().String(), leader: metaAddrs[0],
+	m := &metaTap{t: t, addr: lis.Addr().String(), cl: cl, leader: cl.MetaAddrs()[0],
 		conns: make(map[string]*grpc.ClientConn), lose: make(map[string]int)}
-	srv := grpc.NewServer(
+	var creds []grpc.ServerOption
+	if id := cl.Identity(pki.RoleMeta); id != nil {
+		creds = append(creds, grpc.Creds(id.ServerCredentials(nil, nil)))
+	}
+	srv := grpc.NewServer(append(creds,
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(m.handle),
 		grpc.MaxRecvMsgSize(metaconn.MaxMsgSize), grpc.MaxSendMsgSize(metaconn.MaxMsgSize),
-	)
+	)...)
 	go srv.Serve(lis)
 	t.Cleanup(func() {
 		srv.Stop()
@@ -81,7 +90,7 @@ func newMetaTap(t testing.TB, metaAddrs []string) *metaTap {
 }
 
 // client returns a new client whose only metadata address is the tap.
-func (m *metaTap) client() *Client { return newTestClient(m.t, []string{m.addr}) }
+func (m *metaTap) client() *Client { return newTestClient(m.t, []string{m.addr}, m.cl.ClientTLS()) }
 
 // loseReplies makes the next n replies of method (a full gRPC method
 // name) get lost after the leader answered.
@@ -166,7 +175,7 @@ func (m *metaTap) forward(ctx context.Context, method string, req []byte) ([]byt
 		cc, ok := m.conns[addr]
 		if !ok {
 			var err error
-			if cc, err = grpc.NewClient(addr, metaconn.DialOptions()...); err != nil {
+			if cc, err = grpc.NewClient(addr, metaconn.DialOptions(m.cl.DialCreds(pki.RoleMeta))...); err != nil {
 				m.mu.Unlock()
 				return nil, err
 			}

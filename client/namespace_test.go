@@ -203,7 +203,7 @@ func testSetPolicy(t *testing.T, e *env) {
 // of applying again (a second Mkdir would fail EEXIST).
 func testRetriesReuseRequestID(t *testing.T, e *env) {
 	ctx := ctxT(t)
-	tap := newMetaTap(t, e.cl.MetaAddrs())
+	tap := newMetaTap(t, e.cl)
 	tc := tap.client()
 	tap.loseReplies(stratapb.Meta_Mkdir_FullMethodName, 1)
 	if _, err := tc.Mkdir(ctx, e.p("/once"), 0o755); err != nil {

@@ -658,7 +658,7 @@ func waitVotersAgree(t testing.TB, e *env) {
 // table travel in FSM snapshots.
 func TestSnapStateThroughRaftSnapshot(t *testing.T) {
 	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6, Policy: testPolicy(), SnapshotThreshold: 64, TrailingLogs: 8})
-	c := newTestClient(t, cl.MetaAddrs())
+	c := newTestClient(t, cl.MetaAddrs(), cl.ClientTLS())
 	e := &env{cluster: &cluster{cl: cl, c: c, files: map[string][]byte{}}, t: t}
 	for _, d := range cl.Data {
 		e.ids = append(e.ids, d.Srv.ID())

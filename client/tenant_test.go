@@ -439,7 +439,7 @@ func TestTenantBadToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: 3, AuditLog: audit.New(f, nil)})
+	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: 3, Audit: audit.New(f, nil)})
 	admin := tenantClient(t, cl.MetaAddrs(), "")
 	ctx := ctxFor(t)
 	if _, _, err = admin.CreateTenant(ctx, "alpha", client.TenantOptions{}); err != nil {

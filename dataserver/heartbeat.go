@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -24,6 +25,7 @@ func (s *Server) newMetaConn() error {
 		return nil
 	}
 	opts := metaconn.Options{AttemptTimeout: s.callTimeout(), Logger: s.log}
+	opts.DialOptions = append(opts.DialOptions, pki.DialCreds(s.cfg.TLS, pki.RoleMeta))
 	// Redial a metaserver at least every second: with gRPC's default
 	// back-off (up to 2 min) a dataserver cut off for a few seconds could
 	// stay silent long after the network heals, and be declared lost.

@@ -56,6 +56,7 @@ type repairService struct {
 
 // peerConns caches connections to other dataservers.
 type peerConns struct {
+	creds grpc.DialOption // TLS to a data peer, or plain text
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -66,7 +67,7 @@ func (p *peerConns) get(addr string) (stratapb.DataClient, error) {
 	if cc, ok := p.conns[addr]; ok {
 		return stratapb.NewDataClient(cc), nil
 	}
-	cc, err := grpc.NewClient(addr, metaconn.DialOptions()...)
+	cc, err := grpc.NewClient(addr, metaconn.DialOptions(p.creds)...)
 	if err != nil {
 		return nil, fmt.Errorf("dataserver: dial peer %s: %w", addr, err)
 	}

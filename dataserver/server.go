@@ -28,6 +28,7 @@ import (
 	"github.com/strata-hpc/strata/internal/grpcutil"
 	"github.com/strata-hpc/strata/internal/metaconn"
 	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -65,6 +66,11 @@ type Config struct {
 	// CapSkew is how long after its expiry a shard capability is still
 	// accepted, for clocks that differ (0: capability.DefaultSkew).
 	CapSkew time.Duration
+	// TLS, when set, puts every connection behind mutual TLS with this
+	// data identity: the gRPC service (calls authorised per method by
+	// role), metrics, and the dials to the metadata service and to peers.
+	// nil: plain text (--insecure).
+	TLS *pki.Identity
 }
 
 // DefaultConfig returns the defaults; Dirs still has to be set.
@@ -187,7 +193,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.CapSkew = capability.DefaultSkew
 	}
 	auth := &authorizer{v: capability.NewVerifier(cfg.CapSkew), audit: cfg.Audit, now: time.Now}
-	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}, peers: &peerConns{}, auth: auth}
+	s := &Server{cfg: cfg, log: log, store: st, metrics: newMetrics(st), pool: &bufPool{}, peers: &peerConns{creds: pki.DialCreds(cfg.TLS, pki.RoleData)}, auth: auth}
 	if err := s.init(); err != nil {
 		st.Close()
 		return nil, err
@@ -303,6 +309,10 @@ func (s *Server) serveGRPC() {
 		// next to the handler whose buffer it manages (zerocopy.go).
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor(), grpcutil.RecoverUnary(s.log), pooledReplies(s.pool)),
 		grpc.ForceServerCodecV2(newServerCodec()),
+		// Mutual TLS and per-method roles (nothing without TLS).
+		pki.ServerCreds(s.cfg.TLS, s.cfg.Audit, s.log),
+		pki.Authz(s.cfg.TLS, s.cfg.Audit, s.log),
+		pki.StreamAuthz(s.cfg.TLS, s.cfg.Audit, s.log),
 	)
 	stratapb.RegisterDataServer(s.grpc, &service{store: s.store, m: s.metrics, auth: s.auth})
 	stratapb.RegisterRepairServer(s.grpc, &repairService{srv: s, peers: s.peers})
@@ -318,6 +328,7 @@ func (s *Server) serveMetrics(lis net.Listener) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	lis = pki.WrapListener(s.cfg.TLS, lis, s.cfg.Audit, s.log, "data-metrics")
 	s.wg.Go(func() {
 		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics server stopped", "err", err)

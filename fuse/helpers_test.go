@@ -94,7 +94,7 @@ func smallChunks() *stratapb.StripePolicy {
 
 func newClient(t *testing.T, c *testcluster.Cluster) *client.Client {
 	t.Helper()
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: testLogger()})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // point and the FS, for tests that unmount early.
 func mountCached(t testing.TB, c *testcluster.Cluster, cacheDir string, cacheBytes int64) (string, *FS) {
 	t.Helper()
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: testLogger(),
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: testLogger(),
 		ShardTimeout: 5 * time.Second, CacheDir: cacheDir, CacheBytes: cacheBytes})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func putFile(t testing.TB, c *testcluster.Cluster, name string, data []byte) {
 
 func newClientTB(t testing.TB, c *testcluster.Cluster) *client.Client {
 	t.Helper()
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: testLogger()})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func newStore(t *testing.T) (*Store, *client.Client) {
 		t.Skip("image tests keep owners and device nodes: they run as root")
 	}
 	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func parallelOps(b *testing.B, n, workers int, op func(i int) error) {
 
 func benchCluster(b *testing.B) (*testcluster.Cluster, stratapb.MetaClient, *metaconn.Conn) {
 	c := testcluster.New(b, testcluster.Options{Meta: 3})
-	mc, err := metaconn.New([]string{c.Meta[c.WaitLeader()].Srv.GRPCAddr()}, metaconn.Options{})
+	mc, err := metaconn.New([]string{c.Meta[c.WaitLeader()].Srv.GRPCAddr()}, metaconn.Options{DialOptions: metaDial(c)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,19 +11,25 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
+// metaDial is the TLS option (or plain text) of a test's own connections
+// to the cluster's metaservers, as a client.
+func metaDial(c *testcluster.Cluster) []grpc.DialOption {
+	return []grpc.DialOption{c.DialCreds(pki.RoleMeta)}
+}
+
 func dial(t *testing.T, c *testcluster.Cluster) *metaconn.Conn {
 	t.Helper()
-	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{AttemptTimeout: 2 * time.Second})
+	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{AttemptTimeout: 2 * time.Second, DialOptions: metaDial(c)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +232,15 @@ func snapshotIndex(s interface{ RaftStats() map[string]string }) uint64 {
 func TestGarbagePayload(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 1})
 	before := c.Meta[0].Srv.Stats().Digest
-	for _, target := range []struct{ addr, method string }{
-		{c.Meta[0].Srv.GRPCAddr(), "/strata.v1.Meta/Create"},
-		{c.Meta[0].Srv.GRPCAddr(), "/strata.v1.Meta/CommitChunks"},
-		{c.Data[0].Srv.Addr(), "/strata.v1.Data/WriteShard"},
+	for _, target := range []struct {
+		addr, method string
+		role         pki.Role
+	}{
+		{c.Meta[0].Srv.GRPCAddr(), "/strata.v1.Meta/Create", pki.RoleMeta},
+		{c.Meta[0].Srv.GRPCAddr(), "/strata.v1.Meta/CommitChunks", pki.RoleMeta},
+		{c.Data[0].Srv.Addr(), "/strata.v1.Data/WriteShard", pki.RoleData},
 	} {
-		cc, err := grpc.NewClient(target.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(target.addr, c.DialCreds(target.role))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +305,7 @@ func TestAllocateOnFollowerRedirects(t *testing.T) {
 // applied once, and the new leader takes the address over.
 func TestServiceIPFollowsLeader(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Meta: 3, ServiceIP: "127.0.0.171"})
-	mc, err := metaconn.New([]string{c.ServiceAddr()}, metaconn.Options{})
+	mc, err := metaconn.New([]string{c.ServiceAddr()}, metaconn.Options{DialOptions: metaDial(c)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +411,7 @@ func TestReplaceVoterWithWipedDisk(t *testing.T) {
 // until one returns, and then the stalled call completes exactly once.
 func TestFiveVotersLoseTwoThenThree(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Meta: 5})
-	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{RetryBudget: 2 * time.Minute})
+	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{RetryBudget: 2 * time.Minute, DialOptions: metaDial(c)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -101,6 +102,14 @@ type Config struct {
 	CapLifetime        time.Duration
 	CapActivationDelay time.Duration
 	CapSkew            time.Duration
+	// TLS, when set, puts every connection behind mutual TLS with this
+	// meta identity: gRPC (calls authorised per method by role), raft
+	// (peers must be role meta), metrics, and the dials to other servers.
+	// nil: plain text (--insecure).
+	TLS *pki.Identity
+	// Audit receives refused handshakes and calls, tenant and quota
+	// changes and refused tenant requests (nil: none).
+	Audit *audit.Log
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

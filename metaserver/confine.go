@@ -303,5 +303,5 @@ func confineIno(st *state, c caller, ino uint64) error {
 
 // auditRecord writes an audit record when the server has an audit log.
 func (s *Server) auditRecord(ctx context.Context, action, actor, object, outcome string, attrs ...any) {
-	s.cfg.AuditLog.Record(ctx, action, actor, object, outcome, attrs...)
+	s.cfg.Audit.Record(ctx, action, actor, object, outcome, attrs...)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/strata-hpc/strata/client"
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/testcluster"
 )
 
@@ -148,6 +149,7 @@ func TestHealDuplicateIdentity(t *testing.T) {
 	cfg.Dirs, cfg.MetaAddrs, cfg.Fsync = []string{dir}, e.cl.MetaAddrs(), false
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.TLS = e.cl.Identity(pki.RoleData)
 	srv, err := dataserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)

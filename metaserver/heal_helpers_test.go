@@ -55,7 +55,7 @@ func newHealEnv(t *testing.T, opts testcluster.Options) *healEnv {
 		opts.Meta = 3
 	}
 	cl := testcluster.New(t, opts)
-	c, err := client.New(client.Config{MetaAddrs: cl.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(client.Config{MetaAddrs: cl.MetaAddrs(), TLS: cl.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

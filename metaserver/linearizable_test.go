@@ -77,7 +77,7 @@ func TestLinearizableDuringFailovers(t *testing.T) {
 // runRegisterClient issues reads and writes until ctx ends and returns
 // what it saw, with invocation and response times.
 func runRegisterClient(ctx context.Context, t *testing.T, c *testcluster.Cluster, id int, inos []uint64) []linearize.Op {
-	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{})
+	mc, err := metaconn.New(c.MetaAddrs(), metaconn.Options{DialOptions: metaDial(c)})
 	if err != nil {
 		t.Error(err)
 		return nil

@@ -201,10 +201,13 @@ func (s *Server) placeAllocations(resp *stratapb.AllocateChunksResponse, pol pol
 // garbage collection, the leader for self-registration).
 type dataConns struct {
 	mu    sync.Mutex
+	creds grpc.DialOption // TLS (or plain text) for every connection
 	conns map[string]*grpc.ClientConn
 }
 
-func newDataConns() *dataConns { return &dataConns{conns: make(map[string]*grpc.ClientConn)} }
+func newDataConns(creds grpc.DialOption) *dataConns {
+	return &dataConns{creds: creds, conns: make(map[string]*grpc.ClientConn)}
+}
 
 func (d *dataConns) get(addr string) (*grpc.ClientConn, error) {
 	d.mu.Lock()
@@ -212,7 +215,7 @@ func (d *dataConns) get(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := d.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, metaconn.DialOptions()...)
+	cc, err := grpc.NewClient(addr, metaconn.DialOptions(d.creds)...)
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: dial %s: %w", addr, err)
 	}

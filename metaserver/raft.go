@@ -1,6 +1,7 @@
 package metaserver
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,26 +17,38 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 // raftStream is raft's StreamLayer over TCP, through the fault switch so
 // that tests can partition this server.
+//
+// With TLS, the listener completes each peer's handshake (role meta
+// required) before raft sees the connection, and Dial presents this
+// server's meta certificate and accepts only a meta peer.
 type raftStream struct {
 	net.Listener
 	sw        *netfault.Switch
 	advertise net.Addr
+	tls       *pki.Identity // nil: plain TCP
 }
 
 func (r *raftStream) Addr() net.Addr { return r.advertise }
 
 func (r *raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	if r.sw == nil {
-		return d.Dial("tcp", string(address))
-	}
 	ctx, cancel := contextWithTimeout(timeout)
 	defer cancel()
-	return r.sw.Dial(ctx, "tcp", string(address))
+	dial := func(ctx context.Context) (net.Conn, error) {
+		if r.sw == nil {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", string(address))
+		}
+		return r.sw.Dial(ctx, "tcp", string(address))
+	}
+	if r.tls == nil {
+		return dial(ctx)
+	}
+	return r.tls.Dial(ctx, dial, pki.RoleMeta)
 }
 
 // slogWriter forwards hclog's lines (raft's logger) into slog.
@@ -95,7 +108,8 @@ func (s *Server) openRaft(lis net.Listener) (*raftParts, error) {
 		store.Close()
 		return nil, fmt.Errorf("metaserver: raft advertise address: %w", err)
 	}
-	stream := &raftStream{Listener: s.cfg.Net.Listener(lis), sw: s.cfg.Net, advertise: adv}
+	rl := pki.WrapListener(s.cfg.TLS, s.cfg.Net.Listener(lis), s.cfg.Audit, s.log, "raft", pki.RoleMeta)
+	stream := &raftStream{Listener: rl, sw: s.cfg.Net, advertise: adv, tls: s.cfg.TLS}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 4, Timeout: 5 * time.Second, Logger: raftLogger(s.log),
 	})

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/strata-hpc/strata/internal/grpcutil"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -69,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 		log:    log,
 		fsm:    newFSM(policyFromProto(cfg.DefaultPolicy), log),
 		live:   newLiveness(),
-		dconns: newDataConns(),
+		dconns: newDataConns(pki.DialCreds(cfg.TLS, pki.RoleMeta, pki.RoleData)),
 	}
 	s.reads = newReadBarrier(s.verifyLeader)
 	s.repair, s.audit = newRepairer(s), newAuditor()
@@ -117,7 +118,11 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.parts = parts
-	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(s.met.interceptor, s.tenantInterceptor)}, limitOptions(s.cfg.Limits)...)...)...)
+	s.grpc = grpc.NewServer(grpcutil.ServerOptions(s.log, grpcutil.MaxMsgSize, append([]grpc.ServerOption{
+		// Mutual TLS and per-method roles first: nothing else runs for a
+		// caller that is not allowed to call at all.
+		pki.ServerCreds(s.cfg.TLS, s.cfg.Audit, s.log), pki.Authz(s.cfg.TLS, s.cfg.Audit, s.log), pki.StreamAuthz(s.cfg.TLS, s.cfg.Audit, s.log),
+		grpc.ChainUnaryInterceptor(s.met.interceptor, s.tenantInterceptor)}, limitOptions(s.cfg.Limits)...)...)...)
 	stratapb.RegisterMetaServer(s.grpc, s)
 	stratapb.RegisterSnapServer(s.grpc, &snapService{s: s})
 	stratapb.RegisterImageServer(s.grpc, &imageService{s: s})
@@ -170,6 +175,7 @@ func (s *Server) serveMetrics() {
 		s.http = nil
 		return
 	}
+	lis = pki.WrapListener(s.cfg.TLS, lis, s.cfg.Audit, s.log, "meta-metrics")
 	s.goRun(func() {
 		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics server", "err", err)

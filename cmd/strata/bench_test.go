@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,9 +23,9 @@ import (
 
 // startDev runs the dev cluster (3 metaservers, 6 dataservers, one
 // process) in a temp dir on its own ports, as `strata dev` does.
-func startDev(b *testing.B, fsync bool, basePort int) *devCluster {
+func startDev(b *testing.B, fsync bool, basePort int, insecure bool) *devCluster {
 	b.Helper()
-	o := devOptions{dir: b.TempDir(), basePort: basePort, metas: 3, datas: 6, fsync: fsync}
+	o := devOptions{dir: b.TempDir(), basePort: basePort, metas: 3, datas: 6, fsync: fsync, insecure: insecure}
 	dc := &devCluster{o: o, log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}
 	b.Cleanup(dc.stop)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -36,9 +37,14 @@ func startDev(b *testing.B, fsync bool, basePort int) *devCluster {
 }
 
 // BenchmarkDevPutGet1GiB: `strata put` and `strata get` of a 1 GiB file
-// against the dev cluster on loopback, through the CLI's own code.
+// (STRATA_BENCH_MIB changes the size) against the dev cluster on
+// loopback, through the CLI's own code, with mutual TLS (the default) and
+// with --insecure side by side.
 func BenchmarkDevPutGet1GiB(b *testing.B) {
-	const size = 1 << 30
+	size := int64(1 << 30)
+	if mib, err := strconv.Atoi(os.Getenv("STRATA_BENCH_MIB")); err == nil && mib > 0 {
+		size = int64(mib) << 20
+	}
 	src := filepath.Join(b.TempDir(), "src")
 	f, err := os.Create(src)
 	if err != nil {
@@ -49,27 +55,43 @@ func BenchmarkDevPutGet1GiB(b *testing.B) {
 	}
 	f.Close()
 	for i, fsync := range benchFsyncModes() {
-		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) {
-			dc := startDev(b, fsync, 17400+100*i)
-			meta := strings.Join(dc.metaAddrs(), ",")
-			b.Setenv("STRATA_LOG_LEVEL", "error")
-			for n := 0; n < b.N; n++ {
-				remote := fmt.Sprintf("/big%d", n)
-				start := time.Now()
-				if code := run(context.Background(), []string{"put", "--meta", meta, src, remote}, io.Discard, os.Stderr); code != 0 {
-					b.Fatalf("put: exit %d", code)
+		for j, tls := range benchTLSModes() {
+			b.Run(fmt.Sprintf("fsync=%v/tls=%v", fsync, tls), func(b *testing.B) {
+				dc := startDev(b, fsync, 17400+100*i+200*j, !tls)
+				meta := strings.Join(dc.metaAddrs(), ",")
+				b.Setenv("STRATA_LOG_LEVEL", "error")
+				b.Setenv("STRATA_TLS_DIR", devTLSDir(dc.o.dir))
+				tlsArg := "--insecure=" + strconv.FormatBool(!tls)
+				for n := 0; n < b.N; n++ {
+					remote := fmt.Sprintf("/big%d", n)
+					start := time.Now()
+					if code := run(context.Background(), []string{"put", tlsArg, "--meta", meta, src, remote}, io.Discard, os.Stderr); code != 0 {
+						b.Fatalf("put: exit %d", code)
+					}
+					put := time.Since(start)
+					start = time.Now()
+					if code := run(context.Background(), []string{"get", tlsArg, "--meta", meta, remote, "-"}, io.Discard, os.Stderr); code != 0 {
+						b.Fatalf("get: exit %d", code)
+					}
+					get := time.Since(start)
+					b.ReportMetric(float64(size)/put.Seconds()/1e6, "put-MB/s")
+					b.ReportMetric(float64(size)/get.Seconds()/1e6, "get-MB/s")
 				}
-				put := time.Since(start)
-				start = time.Now()
-				if code := run(context.Background(), []string{"get", "--meta", meta, remote, "-"}, io.Discard, os.Stderr); code != 0 {
-					b.Fatalf("get: exit %d", code)
-				}
-				get := time.Since(start)
-				b.ReportMetric(size/put.Seconds()/1e6, "put-MB/s")
-				b.ReportMetric(size/get.Seconds()/1e6, "get-MB/s")
-			}
-		})
+			})
+		}
 	}
+}
+
+// benchTLSModes: STRATA_BENCH_TLS=on|off limits a run to mutual TLS or to
+// plain text; by default both run, side by side.
+func benchTLSModes() []bool {
+	switch os.Getenv("STRATA_BENCH_TLS") {
+	case "on":
+		return []bool{true}
+	case "off":
+		return []bool{false}
+	}
+	return []bool{true, false}
 }
 
 // benchFsyncModes: STRATA_BENCH_FSYNC=on|off limits the run to one mode.
@@ -90,9 +112,9 @@ func clientOps(b *testing.B, n, inflight int, op func(i int) error) {
 	b.ReportMetric(testcluster.Parallel(b, n, inflight, op), "ops/s")
 }
 
-func benchClient(b *testing.B) *client.Client {
-	c := testcluster.New(b, testcluster.Options{Meta: 3})
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+func benchClient(b *testing.B, tls bool) *client.Client {
+	c := testcluster.New(b, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Insecure: !tls})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -101,9 +123,15 @@ func benchClient(b *testing.B) *client.Client {
 }
 
 // BenchmarkClientCreate: creates in one directory from one client against
-// 3 voters on loopback.
+// 3 voters on loopback, with mutual TLS and plain text side by side.
 func BenchmarkClientCreate(b *testing.B) {
-	cl := benchClient(b)
+	for _, tls := range benchTLSModes() {
+		b.Run(fmt.Sprintf("tls=%v", tls), func(b *testing.B) { benchCreate(b, tls) })
+	}
+}
+
+func benchCreate(b *testing.B, tls bool) {
+	cl := benchClient(b, tls)
 	ctx := context.Background()
 	for it := 0; it < b.N; it++ {
 		dir, err := cl.Mkdir(ctx, fmt.Sprintf("/d%d", it), 0o755)
@@ -117,9 +145,16 @@ func BenchmarkClientCreate(b *testing.B) {
 	}
 }
 
-// BenchmarkClientGetAttr: linearizable getattrs from one client.
+// BenchmarkClientGetAttr: linearizable getattrs from one client, with
+// mutual TLS and plain text side by side.
 func BenchmarkClientGetAttr(b *testing.B) {
-	cl := benchClient(b)
+	for _, tls := range benchTLSModes() {
+		b.Run(fmt.Sprintf("tls=%v", tls), func(b *testing.B) { benchGetAttr(b, tls) })
+	}
+}
+
+func benchGetAttr(b *testing.B, tls bool) {
+	cl := benchClient(b, tls)
 	ctx := context.Background()
 	dir, err := cl.Mkdir(ctx, "/d", 0o755)
 	if err != nil {
@@ -146,8 +181,8 @@ func BenchmarkClientGetAttr(b *testing.B) {
 // of each size, both ways, 16 in flight. The default small-file threshold
 // (metaserver.DefaultSmallThreshold) comes from this table.
 func BenchmarkSmallFiles(b *testing.B) {
-	c := testcluster.New(b, testcluster.Options{Meta: 3, Data: 6})
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	c := testcluster.New(b, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
+	cleanup := setupTestTLS()
 	// Keep the CLI's audit records (node, group, power commands) out of
 	// the home directory of whoever runs the tests.
 	if os.Getenv("STRATA_AUDIT_LOG") == "" {
@@ -35,9 +36,12 @@ func TestMain(m *testing.M) {
 		}
 		code := m.Run()
 		os.RemoveAll(dir)
+		cleanup()
 		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
 
 // asStrata is the environment that makes the test binary act as strata.

@@ -16,6 +16,7 @@ import (
 	"github.com/strata-hpc/strata/bootctl"
 	"github.com/strata-hpc/strata/client"
 	"github.com/strata-hpc/strata/internal/ipmisim"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/testcluster"
 )
 
@@ -43,9 +44,9 @@ func newBootRig(t testing.TB, data int) *bootRig {
 	r := &bootRig{t: t, dir: t.TempDir(), bmcs: map[string]*ipmisim.BMC{}, mnts: map[string]string{}, logs: &lockedBuffer{}}
 	useTestBMCKey(t)
 	r.ovlys = filepath.Join(r.dir, "overlays")
-	r.tc = testcluster.New(t, testcluster.Options{Meta: 3, Data: data})
+	r.tc = testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: data})
 	r.meta = strings.Join(r.tc.MetaAddrs(), ",")
-	c, err := client.New(client.Config{MetaAddrs: r.tc.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(client.Config{MetaAddrs: r.tc.MetaAddrs(), TLS: r.tc.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,10 +60,13 @@ func newBootRig(t testing.TB, data int) *bootRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.url = "http://" + lis.Addr().String()
+	// HTTPS as `strata bootctl` serves it: the agents fetch their iPXE
+	// script and check in with their client certificates.
+	id := r.tc.Identity(pki.RoleBootctl)
+	r.url = "https://" + lis.Addr().String()
 	srvLog := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	hs := &http.Server{Handler: bootctl.NewServer(r.st, bootctl.ServerConfig{Meta: r.meta, URL: r.url, Logger: srvLog})}
-	go hs.Serve(lis) //nolint:errcheck // closed in cleanup
+	hs := &http.Server{Handler: bootctl.NewServer(r.st, bootctl.ServerConfig{Meta: r.meta, URL: r.url, TLS: true, Logger: srvLog})}
+	go hs.Serve(pki.NewListener(lis, id.ServerTLSOptional(), nil, nil, "bootctl-http")) //nolint:errcheck // closed in cleanup
 	t.Cleanup(func() { hs.Close() })
 	// Registered after the BMCs' own cleanups run (LIFO): detach any mount
 	// a killed agent left behind.
@@ -93,7 +97,7 @@ func (r *bootRig) addNode(name, mac, group string, agentArgs ...string) {
 		Node: append([]string{self, "boot-agent", "--ipxe-url", r.url + "/boot/ipxe", "--mac", mac, "--overlay-root", filepath.Join(r.ovlys, name),
 			"--mountpoint", mp, "--heartbeat", "1s"},
 			agentArgs...),
-		Env:      []string{asStrata},
+		Env:      []string{asStrata, "STRATA_TLS_DIR=" + testTLSDir},
 		Password: "Sekr1t-" + name,
 	})
 	r.bmcs[name] = b

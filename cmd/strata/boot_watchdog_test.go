@@ -49,7 +49,7 @@ func startMetaNodes(t testing.TB, base int) []*metaNode {
 		if i < 3 {
 			argv = append(argv, "--peers", strings.Join(peers, ","))
 		}
-		n.bmc = ipmisim.Start(t, ipmisim.Options{Node: argv, Env: []string{asStrata}, Password: "pw-" + n.name})
+		n.bmc = ipmisim.Start(t, ipmisim.Options{Node: argv, Env: []string{asStrata, "STRATA_TLS_DIR=" + testTLSDir}, Password: "pw-" + n.name})
 	}
 	return nodes
 }
@@ -150,7 +150,7 @@ func TestMetaWatchdogOnSimulatedBMCs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := client.New(client.Config{MetaAddrs: all, Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(client.Config{MetaAddrs: all, TLS: testClientTLS(t), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

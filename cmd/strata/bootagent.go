@@ -9,6 +9,7 @@ import (
 
 	"github.com/strata-hpc/strata/bootctl"
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 func init() {
@@ -27,11 +28,16 @@ func runBootAgent(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	busyFile := fs.String("busy-file", "", "while this file exists the node counts as busy (job lease; keeps power saving away)")
 	heartbeat := fs.Duration("heartbeat", 5*time.Second, "how often the node checks in")
 	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
+	tf := addTLSFlags(fs, true)
 	_, err := parseBoot(fs, args, 0, 0, "boot-agent [flags]")
 	if err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	id, err := tf.identity(pki.RoleClient, log)
 	if err != nil {
 		return err
 	}
@@ -43,14 +49,18 @@ func runBootAgent(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		IPXEURL: *ipxeURL, MACs: splitList(*macs), OverlayRoot: *overlayRoot, Mountpoint: *mountpoint,
 		BusyFile: *busyFile, Heartbeat: *heartbeat, Logger: log,
 		NewClient: func(meta []string) (*client.Client, error) {
-			return client.New(client.Config{MetaAddrs: meta, Logger: log})
+			return client.New(client.Config{MetaAddrs: meta, Logger: log, TLS: id})
 		},
+	}
+	if id != nil {
+		cfg.TLS = id.ClientTLS(pki.RoleBootctl)
 	}
 	argv := bootctl.ImageMountArgv(self)
 	if *standIn {
 		argv, cfg.ImageRoot = bootctl.WholeFSMountArgv(self), *imageRoot
 	}
-	cfg.Mounter = bootctl.ExecMounter{Argv: argv, Log: log}
+	// The mount child gets the agent's TLS choice through the environment.
+	cfg.Mounter = bootctl.ExecMounter{Argv: argv, Log: log, Env: tf.env()}
 	if *ipxeURL == "" {
 		b, err := os.ReadFile(*cmdlineFile)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/strata-hpc/strata/bootctl"
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 func init() {
@@ -32,8 +33,9 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fs := newFlags("bootctl", stderr)
 	cf := addClientFlags(fs)
-	listen := fs.String("listen", "127.0.0.1:7480", "HTTP address for iPXE scripts and check-ins")
-	url := fs.String("url", "", "this controller's URL as nodes reach it (default http://LISTEN)")
+	cf.role = pki.RoleBootctl
+	listen := fs.String("listen", "127.0.0.1:7480", "HTTP(S) address for iPXE scripts and check-ins")
+	url := fs.String("url", "", "this controller's URL as nodes reach it (default https://LISTEN, http:// with --insecure)")
 	serviceMeta := fs.String("service-meta", envDefault("service-meta", fmt.Sprintf("%s:%d", devServiceIP, devBasePort)), "metadata address given to nodes as strata.meta (the service IP)")
 	kernel := fs.String("kernel", "", "default kernel URL")
 	initrd := fs.String("initrd", "", "default initrd URL")
@@ -69,6 +71,14 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer c.Close()
+	tlsID, err := cf.tls.identity(pki.RoleBootctl, nil)
+	if err != nil {
+		return err
+	}
+	// One audit log for power actions, inventory changes and refused
+	// HTTPS handshakes and calls.
+	al := wc.Power.Audit.Log
+	defer al.Close()
 	st := bootctl.NewStore(c, log)
 	if err := st.Init(ctx); err != nil {
 		return err
@@ -84,10 +94,16 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)
 	}
-	if *url == "" {
-		*url = "http://" + lis.Addr().String()
+	scheme := "http://"
+	if tlsID != nil {
+		// iPXE firmware has no certificate: client certificates are
+		// optional at the handshake and required per path (tlsauth.go).
+		lis, scheme = pki.NewListener(lis, tlsID.ServerTLSOptional(), al, log, "bootctl-http"), "https://"
 	}
-	srv := bootctl.NewServer(st, bootctl.ServerConfig{Meta: *serviceMeta, URL: *url, Kernel: *kernel, Initrd: *initrd, Logger: log})
+	if *url == "" {
+		*url = scheme + lis.Addr().String()
+	}
+	srv := bootctl.NewServer(st, bootctl.ServerConfig{Meta: *serviceMeta, URL: *url, Kernel: *kernel, Initrd: *initrd, Logger: log, TLS: tlsID != nil, Audit: al})
 	d := &bootDaemon{id: *id, st: st}
 	srv.Status = d.status
 	hs := &http.Server{Handler: bootctl.Limit(srv, hl, nil), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
@@ -104,7 +120,7 @@ func runBootctl(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		defer d.setActive(false)
 		if *watchdog {
 			w := &bootctl.Watchdog{Store: st, Power: pc, Cfg: wc, Log: log, ID: *id, NewProbeClient: func(addr string) (*client.Client, error) {
-				return client.New(client.Config{MetaAddrs: []string{addr}, StaleReads: true, Logger: slog.New(slog.DiscardHandler)})
+				return client.New(client.Config{MetaAddrs: []string{addr}, StaleReads: true, Logger: slog.New(slog.DiscardHandler), TLS: tlsID})
 			}}
 			go w.Run(lctx)
 		}

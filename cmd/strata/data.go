@@ -3,22 +3,13 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
+	"path/filepath"
 	"strings"
 
 	"github.com/strata-hpc/strata/dataserver"
-	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/capability"
+	"github.com/strata-hpc/strata/internal/pki"
 )
-
-// openDaemonAudit opens the audit log at path, or, without one, mirrors audit
-// records into the operational log only.
-func openDaemonAudit(path string, log *slog.Logger) (*audit.Log, error) {
-	if path == "" {
-		return audit.New(io.Discard, log), nil
-	}
-	return audit.Open(path, log)
-}
 
 func init() {
 	register(command{name: "data", summary: "run one dataserver; data drain ID, data remove ID", run: runData})
@@ -44,8 +35,9 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Int64Var(&cfg.ScrubRate, "scrub-rate", dataserver.DefaultScrubRate, "bytes per second the scrubber re-reads (negative: no scrubbing)")
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", dataserver.DefaultScrubInterval, "time between the starts of two scrub passes")
 	fs.DurationVar(&cfg.CapSkew, "cap-skew", capability.DefaultSkew, "accept a shard capability this long after its expiry (clock difference to the metaservers)")
-	auditPath := fs.String("audit-log", envDefault("data-audit-log", ""), "append audit records (refused shard capabilities) to this file (default: the log)")
 	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
+	tf := addTLSFlags(fs, false)
+	auditPath := fs.String("audit-log", envDefault("audit-log", ""), "audit log file: refused handshakes, calls and shard capabilities (default: audit.log in the first --dir)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -65,6 +57,12 @@ func runData(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var err error
 	if cfg.Logger, err = newLogger(stderr, *level); err != nil {
 		return err
+	}
+	if cfg.TLS, err = tf.identity(pki.RoleData, cfg.Logger); err != nil {
+		return err
+	}
+	if *auditPath == "" {
+		*auditPath = filepath.Join(cfg.Dirs[0], "audit.log")
 	}
 	if cfg.Audit, err = openDaemonAudit(*auditPath, cfg.Logger); err != nil {
 		return err

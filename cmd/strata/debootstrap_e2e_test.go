@@ -42,7 +42,7 @@ func TestE2EDebootstrapImage(t *testing.T) {
 		t.Fatalf("tar: %v\n%s", err, out)
 	}
 
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	t.Setenv("STRATA_LOG_LEVEL", "error")
 	t.Log(runOK(t, "image", "import", "--meta", meta, "debian:12", tarball))

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/strata-hpc/strata/dataserver"
+	"github.com/strata-hpc/strata/internal/audit"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/metaserver"
 )
 
@@ -36,6 +38,7 @@ type devOptions struct {
 	level    string
 	mount    string
 	vip      string
+	insecure bool
 }
 
 func defaultDevDir() string {
@@ -59,6 +62,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.level, "log-level", envDefault("log-level", "warn"), "debug, info, warn or error")
 	fs.StringVar(&o.mount, "mount", "", "also mount the cluster with FUSE at this directory")
 	fs.StringVar(&o.vip, "service-ip", devServiceIP, "loopback service IP the leader serves on, at --base-port (\"\" for none)")
+	fs.BoolVar(&o.insecure, "insecure", false, "plain text instead of mutual TLS (certificates are made under --dir on first start)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -88,7 +92,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if o.mount != "" {
-		unmount, err := mountDev(ctx, dc.metaAddrs(), o.mount, filepath.Join(o.dir, "cache"), log)
+		unmount, err := mountDev(ctx, dc.metaAddrs(), o.mount, filepath.Join(o.dir, "cache"), dc.tls[pki.RoleClient], log)
 		if err != nil {
 			return fmt.Errorf("mount %s: %w", o.mount, err)
 		}
@@ -103,8 +107,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "  service ip:  %s:%d (held by the leader)\n", o.vip, o.basePort)
 	}
 	fmt.Fprintf(stdout, "  dataservers: %d on 127.0.0.1:%d-%d\n", o.datas, o.basePort+20, o.basePort+20+o.datas-1)
-	fmt.Fprintf(stdout, "  metrics:     http://127.0.0.1:%d/metrics\n", o.basePort+30)
+	scheme := "https"
+	if o.insecure {
+		scheme = "http"
+	}
+	fmt.Fprintf(stdout, "  metrics:     %s://127.0.0.1:%d/metrics\n", scheme, o.basePort+30)
 	fmt.Fprintf(stdout, "  BMC key:     %s (key %s; node and bootctl commands find it by themselves)\n", devKeyFile(o.dir), keyID)
+	if !o.insecure {
+		fmt.Fprintf(stdout, "  TLS:         certificates in %s (clients on this machine find them; elsewhere --tls-dir)\n", devTLSDir(o.dir))
+	}
 	fmt.Fprintf(stdout, "try: strata status; strata put FILE /FILE; strata ls /   (Ctrl-C stops the cluster)\n")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping...")
@@ -121,6 +132,8 @@ type devCluster struct {
 	metas []*metaserver.Server // nil while killed by a drill
 	datas []*dataserver.Server
 	http  *http.Server
+	tls   map[pki.Role]*pki.Identity // nil with --insecure
+	audit *audit.Log
 }
 
 func (d *devCluster) metaAddrs() []string {
@@ -134,6 +147,15 @@ func (d *devCluster) metaAddrs() []string {
 func (d *devCluster) start(ctx context.Context) error {
 	if err := os.MkdirAll(d.o.dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", d.o.dir, err)
+	}
+	var err error
+	if d.audit, err = devAudit(d.o.dir, d); err != nil {
+		return err
+	}
+	if d.o.insecure {
+		d.log.Warn("running WITHOUT TLS (--insecure): connections are neither encrypted nor authenticated")
+	} else if d.tls, err = devTLS(d.o.dir, d.o.vip); err != nil {
+		return err
 	}
 	if err := d.startMetrics(); err != nil {
 		return err
@@ -167,6 +189,7 @@ func (d *devCluster) startMeta(ctx context.Context, i int) error {
 	cfg.Peers = peers
 	cfg.Logger = d.log.With("server", cfg.ID)
 	cfg.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"server": cfg.ID}, d.reg)
+	cfg.TLS, cfg.Audit = d.tls[pki.RoleMeta], d.audit
 	if d.o.vip != "" {
 		cfg.ServiceIP, cfg.ServicePort = d.o.vip, d.o.basePort
 	}
@@ -193,6 +216,7 @@ func (d *devCluster) startData(ctx context.Context, i int) error {
 	cfg.Labels = map[string]string{"host": name}
 	cfg.Logger = d.log.With("server", name)
 	cfg.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"server": name}, d.reg)
+	cfg.TLS, cfg.Audit = d.tls[pki.RoleData], d.audit
 	srv, err := dataserver.New(cfg)
 	if err != nil {
 		return err
@@ -220,6 +244,9 @@ func (d *devCluster) startMetrics() error {
 	mux.HandleFunc("POST /dev/meta/{id}/kill", d.handleKill)
 	mux.HandleFunc("POST /dev/meta/{id}/restart", d.handleRestart)
 	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Metrics, profiles and the drill's kill/restart: any certificate of
+	// this cluster (the drill presents its client certificate).
+	lis = pki.WrapListener(d.tls[pki.RoleMeta], lis, d.audit, d.log, "dev-http")
 	go func() {
 		if err := d.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("metrics server", "err", err)
@@ -319,4 +346,5 @@ func (d *devCluster) stop() {
 	if d.http != nil {
 		d.http.Close()
 	}
+	d.audit.Close()
 }

@@ -18,6 +18,9 @@ import (
 // same directory serves every file it had.
 func TestDevRestartFindsData(t *testing.T) {
 	dir := t.TempDir()
+	// The dev cluster makes its own CA on first start; the CLI finds its
+	// client certificate there (as `make dev` users get it by default).
+	t.Setenv("STRATA_TLS_DIR", devTLSDir(dir))
 	start := func() *devCluster {
 		o := devOptions{dir: dir, basePort: 61400, metas: 3, datas: 6, fsync: true, vip: devServiceIP}
 		dc := &devCluster{o: o, log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}

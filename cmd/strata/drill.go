@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 func init() {
@@ -69,7 +70,8 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.workers, "workers", 4, "client workers writing and reading during the drill")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "how long the workload runs after the new leader is found")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "give up on a round after this long")
-	fs.StringVar(&o.devControl, "dev-control", fmt.Sprintf("http://127.0.0.1:%d", devBasePort+30), "the dev cluster's control URL, used to kill and restart metaservers when no --kill-cmd is given")
+	fs.StringVar(&o.devControl, "dev-control", "", fmt.Sprintf("the dev cluster's control URL, used to kill and restart metaservers when no --kill-cmd is given (default https://127.0.0.1:%d, http with --insecure)", devBasePort+30))
+	tf := addTLSFlags(fs, true)
 	fs.StringVar(&o.killCmd, "kill-cmd", "", "shell command that kills metaserver {id} (at {grpc}); e.g. 'ssh {host} systemctl kill -s KILL strata-meta'")
 	fs.StringVar(&o.startCmd, "restart-cmd", "", "shell command that starts metaserver {id} again")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
@@ -87,7 +89,25 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.viaIPMI && o.killCmd != "" {
 		return usageErr("--via-ipmi and --kill-cmd exclude each other")
 	}
-	d := &drill{o: o, log: slog.New(slog.DiscardHandler)}
+	d := &drill{o: o, log: slog.New(slog.DiscardHandler), http: http.DefaultClient}
+	warn, _ := newLogger(stderr, "warn")
+	id, err := tf.identity(pki.RoleClient, warn)
+	if err != nil {
+		return err
+	}
+	d.tls = id
+	if id != nil {
+		// The dev control endpoint presents the dev cluster's meta
+		// certificate and wants one of ours.
+		d.http = &http.Client{Transport: &http.Transport{TLSClientConfig: id.ClientTLS()}}
+	}
+	if d.o.devControl == "" {
+		scheme := "https"
+		if id == nil {
+			scheme = "http"
+		}
+		d.o.devControl = fmt.Sprintf("%s://127.0.0.1:%d", scheme, devBasePort+30)
+	}
 	var reports []roundReport
 	for r := 1; r <= o.rounds && ctx.Err() == nil; r++ {
 		rep, err := d.round(ctx, r)
@@ -109,12 +129,14 @@ func runDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 type drill struct {
-	o   drillOptions
-	log *slog.Logger
+	o    drillOptions
+	log  *slog.Logger
+	tls  *pki.Identity // nil with --insecure
+	http *http.Client  // for the dev control URL
 }
 
 func (d *drill) client(addrs []string, stale bool) (*client.Client, error) {
-	return client.New(client.Config{MetaAddrs: addrs, Logger: d.log, StaleReads: stale})
+	return client.New(client.Config{MetaAddrs: addrs, Logger: d.log, StaleReads: stale, TLS: d.tls})
 }
 
 // round runs one failover: workload on, leader killed, new leader and
@@ -198,7 +220,7 @@ func (d *drill) act(ctx context.Context, what, id, grpcAddr string) error {
 		return nil
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/dev/meta/%s/%s", d.o.devControl, id, what), nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s via %s (is this a strata dev cluster? else give --kill-cmd): %w", what, id, d.o.devControl, err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/strata-hpc/strata/client"
 	"github.com/strata-hpc/strata/internal/linearize"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -66,13 +67,19 @@ func runDrillHistory(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&o.duration, "duration", 2*time.Minute, "stop after this long even without a signal")
 	fs.DurationVar(&o.opTimeout, "op-timeout", 30*time.Second, "an operation not done in this time counts as failed")
 	fs.BoolVar(&asJSON, "json", true, "write JSON (the only format)")
+	tf := addTLSFlags(fs, true)
 	if err := parse(fs, args, 0, 0, "drill history [flags]"); err != nil {
 		return err
 	}
 	if o.keys < 1 || o.workers < 1 || o.bulkW < 0 || o.bulkSize < 1 || o.opTimeout <= 0 {
 		return usageErr("--keys and --workers must be at least 1, --bulk-size and --op-timeout positive")
 	}
-	c, err := client.New(client.Config{MetaAddrs: splitList(o.meta), Logger: slog.New(slog.DiscardHandler)})
+	warn, _ := newLogger(stderr, "warn")
+	id, err := tf.identity(pki.RoleClient, warn)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(client.Config{MetaAddrs: splitList(o.meta), Logger: slog.New(slog.DiscardHandler), TLS: id})
 	if err != nil {
 		return err
 	}

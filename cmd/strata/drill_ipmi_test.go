@@ -44,7 +44,7 @@ func TestDrillViaIPMI(t *testing.T) {
 		go func() { defer close(done); run(dctx, args, &bytes.Buffer{}, &bytes.Buffer{}) }()
 		t.Cleanup(func() { dcancel(); <-done })
 	}
-	c, err := client.New(client.Config{MetaAddrs: addrs})
+	c, err := client.New(client.Config{MetaAddrs: addrs, TLS: testClientTLS(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

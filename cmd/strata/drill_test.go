@@ -22,6 +22,7 @@ func TestDrillAgainstDev(t *testing.T) {
 	// (20000-32700), so no other test process can hold one of them.
 	const base = 61500
 	o := devOptions{dir: t.TempDir(), basePort: base, metas: 3, datas: 6, vip: devServiceIP}
+	t.Setenv("STRATA_TLS_DIR", devTLSDir(o.dir))
 	dc := &devCluster{o: o, log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}
 	t.Cleanup(dc.stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -32,7 +33,7 @@ func TestDrillAgainstDev(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := run(ctx, []string{"drill", "meta-failover", "--rounds", "2", "--json", "--settle", "1s",
 		"--meta", strings.Join(dc.metaAddrs(), ","), "--service-ip", fmt.Sprintf("%s:%d", devServiceIP, base),
-		"--dev-control", fmt.Sprintf("http://127.0.0.1:%d", base+30)}, &out, &errb)
+		"--dev-control", fmt.Sprintf("https://127.0.0.1:%d", base+30)}, &out, &errb)
 	var rep struct{ Rounds []roundReport }
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("drill output is not JSON (exit %d): %v\n%s\n%s", code, err, out.String(), errb.String())

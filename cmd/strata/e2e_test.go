@@ -92,7 +92,7 @@ const mib = 1 << 20
 var sizes = []int{0, 1, 4*mib - 1, 4 * mib, 4*mib + 1, 100 * mib}
 
 func TestPutGetSizes(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	for _, n := range sizes {
 		data := randomBytes(n, uint64(n))
 		putFile(t, c, fmt.Sprintf("/f%d", n), data)
@@ -128,7 +128,7 @@ func writeSet(t *testing.T, c *testcluster.Cluster) map[string][]byte {
 // with three down reads fail with an error naming what is missing, and
 // never hand out wrong bytes.
 func TestReadsSurviveTwoLostServers(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	files := writeSet(t, c)
 	for _, pair := range [][2]int{{0, 1}, {2, 5}, {3, 4}} {
 		c.KillData(pair[0])
@@ -170,7 +170,7 @@ func shardFiles(t *testing.T, d *testcluster.Data) []string {
 // checksum, the read rebuilds the data from other shards, and the bad
 // shard is reported to the metadata service.
 func TestFlippedByteInShard(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	data := randomBytes(4*mib, 42)
 	putFile(t, c, "/x", data)
 	flipped := 0
@@ -216,7 +216,7 @@ func dataShard(path string) bool {
 // TestRestartAll: every process stopped and started again; the namespace
 // and every byte are still there.
 func TestRestartAll(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	files := writeSet(t, c)
 	mustCLI(t, c, "mkdir", "-p", "/a/b/c")
 	mustCLI(t, c, "mv", "/set/f0", "/a/b/moved")
@@ -241,7 +241,7 @@ func TestRestartAll(t *testing.T) {
 }
 
 func TestBadPaths(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 6})
 	putFile(t, c, "/keep", []byte("precious"))
 	local := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(local, []byte("x"), 0o644)
@@ -279,7 +279,7 @@ func TestFullDiskOnOneDataserver(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs")
 	}
-	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 7})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 7})
 	tiny := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", tiny).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount tmpfs: %v: %s", err, out)
@@ -313,7 +313,7 @@ func TestFullDiskOnOneDataserver(t *testing.T) {
 // everything written before still reads back; after healing, all of it is
 // byte-identical.
 func TestPartitionedDataservers(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	files := writeSet(t, c)
 	c.PartitionData(4)
 	late := randomBytes(6*mib+17, 9)
@@ -334,7 +334,7 @@ func TestPartitionedDataservers(t *testing.T) {
 // file stay on the dataservers for the GC grace (1 s in the harness), so a
 // reader holding the old chunk list can still read them, then go.
 func TestOverwrittenChunksCollectedAfterGrace(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	count := func() int {
 		n := 0
 		for _, d := range c.Data {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
@@ -36,6 +37,8 @@ type clientFlags struct {
 	// tenantToken makes the command act as that tenant, confined to its
 	// namespace; without one it acts as the cluster administrator.
 	tenantToken *string
+	tls         *tlsFlags
+	role        pki.Role // the certificate presented: client, or bootctl for the boot controller
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
@@ -45,6 +48,8 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 		level:  fs.String("log-level", envDefault("log-level", "warn"), "debug, info, warn or error"),
 		tenantToken: fs.String("tenant-token", envDefault("tenant-token", ""),
 			"act as the tenant this token belongs to ($STRATA_TENANT_TOKEN; default: the cluster administrator)"),
+		tls:  addTLSFlags(fs, true),
+		role: pki.RoleClient,
 	}
 }
 
@@ -60,7 +65,11 @@ func (cf *clientFlags) openWith(set func(*client.Config)) (*client.Client, error
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, TenantToken: *cf.tenantToken, Logger: log}
+	id, err := cf.tls.identity(cf.role, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg := client.Config{MetaAddrs: addrs, Tenant: *cf.tenant, TenantToken: *cf.tenantToken, Logger: log, TLS: id}
 	if set != nil {
 		set(&cfg)
 	}

@@ -81,7 +81,7 @@ func BenchmarkImageImport(b *testing.B) {
 	if out, err := exec.Command("tar", "-C", tree, "-cf", tarball, ".").CombinedOutput(); err != nil {
 		b.Fatalf("tar: %v: %s", err, out)
 	}
-	c := testcluster.New(b, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(b, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	b.Setenv("STRATA_LOG_LEVEL", "error")
 	for n := 0; n < b.N; n++ {
@@ -137,7 +137,7 @@ func BenchmarkImageBootRead(b *testing.B) {
 	if rootfs == "" {
 		b.Skip("set STRATA_BENCH_ROOTFS to a root file system (e.g. from debootstrap)")
 	}
-	c := testcluster.New(b, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(b, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	b.Setenv("STRATA_LOG_LEVEL", "error")
 	if code := run(context.Background(), []string{"image", "import", "--meta", meta, "boot:1", rootfs}, io.Discard, os.Stderr); code != 0 {
@@ -222,7 +222,7 @@ func startImageMountB(b *testing.B, meta, image string) (string, func()) {
 // in the upper layer of an image mount, in a plain local directory, and
 // in kernel overlayfs over a local lower directory, on the same disk.
 func BenchmarkUpperLayerIO(b *testing.B) {
-	c := testcluster.New(b, testcluster.Options{Meta: 1, Data: 6})
+	c := testcluster.New(b, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	b.Setenv("STRATA_LOG_LEVEL", "error")
 	lower := b.TempDir()

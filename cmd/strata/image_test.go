@@ -150,7 +150,7 @@ func chroot(t *testing.T, root, script string) string {
 // the pristine image.
 func TestImageImportMountChroot(t *testing.T) {
 	requireFUSE(t)
-	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	t.Setenv("STRATA_LOG_LEVEL", "error")
 	out := runOK(t, "image", "import", "--meta", meta, "small:1", smallRootfs(t))
@@ -195,7 +195,7 @@ func TestImageImportMountChroot(t *testing.T) {
 // message and the usage exit code where the input is at fault.
 func TestImageCommandErrors(t *testing.T) {
 	requireFUSE(t)
-	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	src := t.TempDir()
 	cases := []struct {
@@ -232,7 +232,7 @@ func TestImageCommandErrors(t *testing.T) {
 // shows exactly those changes.
 func TestOverlayPushPullMounted(t *testing.T) {
 	requireFUSE(t)
-	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 6})
 	meta := strings.Join(c.MetaAddrs(), ",")
 	t.Setenv("STRATA_LOG_LEVEL", "error")
 	runOK(t, "image", "import", "--meta", meta, "base:1", smallRootfs(t))

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/strata-hpc/strata/internal/audit"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/metaserver"
 )
 
@@ -56,6 +56,8 @@ func runMetaServer(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.AuditInterval, "audit-interval", cfg.AuditInterval, "how often shard inventories are checked against the metadata")
 	fs.DurationVar(&cfg.OrphanGrace, "orphan-grace", cfg.OrphanGrace, "an unreferenced shard older than this is deleted by the audit")
 	level := fs.String("log-level", envDefault("log-level", "info"), "debug, info, warn or error")
+	tf := addTLSFlags(fs, false)
+	auditPath := fs.String("audit-log", envDefault("audit-log", ""), "audit log file (default: audit.log in --dir)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -69,11 +71,16 @@ func runMetaServer(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if cfg.Logger, err = newLogger(stderr, *level); err != nil {
 		return err
 	}
-	// Tenant and quota changes and refused tenant requests (internal/audit).
-	if cfg.AuditLog, err = audit.Open(filepath.Join(cfg.Dir, "audit.log"), nil); err != nil {
+	if cfg.TLS, err = tf.identity(pki.RoleMeta, cfg.Logger); err != nil {
 		return err
 	}
-	defer cfg.AuditLog.Close()
+	if *auditPath == "" && cfg.Dir != "" {
+		*auditPath = filepath.Join(cfg.Dir, "audit.log")
+	}
+	if cfg.Audit, err = openDaemonAudit(*auditPath, cfg.Logger); err != nil {
+		return err
+	}
+	defer cfg.Audit.Close()
 	srv, err := metaserver.New(cfg)
 	if err != nil {
 		return usageErr("%v", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/strata-hpc/strata/client"
 	"github.com/strata-hpc/strata/fuse"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 func init() {
@@ -211,8 +212,8 @@ func strataMount(mp string) (mountLine, bool) {
 
 // mountDev mounts the dev cluster at mp, with a chunk cache in cacheDir;
 // the returned function unmounts it.
-func mountDev(ctx context.Context, metaAddrs []string, mp, cacheDir string, log *slog.Logger) (func(), error) {
-	c, err := client.New(client.Config{MetaAddrs: metaAddrs, Logger: log, CacheDir: cacheDir})
+func mountDev(ctx context.Context, metaAddrs []string, mp, cacheDir string, id *pki.Identity, log *slog.Logger) (func(), error) {
+	c, err := client.New(client.Config{MetaAddrs: metaAddrs, Logger: log, CacheDir: cacheDir, TLS: id})
 	if err != nil {
 		return nil, err
 	}

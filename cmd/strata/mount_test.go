@@ -28,7 +28,7 @@ func requireFUSE(t *testing.T) {
 // that is not a Strata mount.
 func TestMountCommand(t *testing.T) {
 	requireFUSE(t)
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	mp := t.TempDir()
 	t.Setenv("STRATA_LOG_LEVEL", "error")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -75,7 +75,7 @@ func TestMountCommand(t *testing.T) {
 // TestMountRefusesBadMountpoints: missing, not empty.
 func TestMountRefusesBadMountpoints(t *testing.T) {
 	requireFUSE(t)
-	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 6})
 	full := t.TempDir()
 	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
 	for _, mp := range []string{filepath.Join(t.TempDir(), "missing"), full} {

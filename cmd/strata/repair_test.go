@@ -13,7 +13,7 @@ import (
 // repair set (and its bad input), repair status, data drain with progress
 // to the end, data remove, and status showing the repair section.
 func TestRepairCLI(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Data: 7, Heal: true})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Data: 7, Heal: true})
 	for i := 0; i < 4; i++ {
 		putFile(t, c, fmt.Sprintf("/f%d", i), randomBytes(1<<20, uint64(i)))
 	}

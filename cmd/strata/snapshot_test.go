@@ -10,7 +10,7 @@ import (
 // TestSnapshotCLI drives strata snapshot, df, freeze and rmtree against an
 // in-process cluster.
 func TestSnapshotCLI(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	data := randomBytes(300<<10, 7)
 	mustCLI(t, c, "mkdir", "/job")
 	putFile(t, c, "/job/ckpt", data)

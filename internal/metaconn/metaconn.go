@@ -102,7 +102,9 @@ func New(addrs []string, opts Options) (*Conn, error) {
 	}, nil
 }
 
-// DialOptions are the options every Strata gRPC client uses.
+// DialOptions are the options every Strata gRPC client uses. They start
+// with plain-text credentials; callers put pki.DialCreds (mutual TLS) in
+// extra, which comes later and wins.
 func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
 	o := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/strata-hpc/strata/internal/netns"
+	"github.com/strata-hpc/strata/internal/testcluster"
 )
 
 // Ports of the servers; every host has its own address, so each server
@@ -38,11 +39,18 @@ type cluster struct {
 	meta string
 	// metaFlags are extra flags of every metaserver.
 	metaFlags []string
+	// tls is the TLS directory (a CA made for this cluster, a
+	// certificate per role) every process gets with --tls-dir.
+	tls string
 }
 
 func newCluster(t *testing.T, metaFlags ...string) *cluster {
 	n := netns.New(t, "10.77.0.0/24")
 	c := &cluster{t: t, net: n, bin: netns.StrataBinary(t), dir: t.TempDir(), procs: map[string]*netns.Proc{}, metaFlags: metaFlags}
+	c.tls = filepath.Join(c.dir, "tls")
+	if err := testcluster.MakeTLSDir(filepath.Join(c.dir, "ca"), c.tls); err != nil {
+		t.Fatal(err)
+	}
 	var peers, addrs []string
 	for i := 1; i <= 3; i++ {
 		h := n.AddHost(fmt.Sprintf("m%d", i))
@@ -55,7 +63,7 @@ func newCluster(t *testing.T, metaFlags ...string) *cluster {
 		c.startMeta(h, strings.Join(peers, ","))
 	}
 	d := n.AddHost("d1")
-	c.data = d.Start(c.bin, "data", "--dir", filepath.Join(c.dir, "d1"), "--listen", d.Addr(dataPort),
+	c.data = d.Start(c.bin, "data", "--tls-dir", c.tls, "--dir", filepath.Join(c.dir, "d1"), "--listen", d.Addr(dataPort),
 		"--meta", c.meta, "--fsync=false", "--heartbeat", "200ms", "--reserve", "1048576")
 	c.client = n.AddHost("client")
 	return c
@@ -64,7 +72,7 @@ func newCluster(t *testing.T, metaFlags ...string) *cluster {
 // startMeta starts (or restarts, on the same directory) the metaserver of
 // host h. Short raft timings keep failovers within a second or two.
 func (c *cluster) startMeta(h *netns.Host, peers string) {
-	args := []string{"meta", "--id", h.Name, "--dir", filepath.Join(c.dir, h.Name),
+	args := []string{"meta", "--tls-dir", c.tls, "--id", h.Name, "--dir", filepath.Join(c.dir, h.Name),
 		"--raft-addr", h.Addr(raftPort), "--grpc-addr", h.Addr(grpcPort), "--peers", peers,
 		"--heartbeat-timeout", "300ms", "--election-timeout", "300ms", "--leader-lease", "150ms",
 		"--dataserver-grace", "2s"}
@@ -85,6 +93,7 @@ func (c *cluster) host(id string) *netns.Host {
 func (c *cluster) strata(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	args = append([]string{args[0], "--tls-dir", c.tls}, args[1:]...)
 	out, err := c.client.Exec(ctx, c.bin, args...)
 	return string(out), err
 }

@@ -49,7 +49,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 	logf("leader %s holds %s", st.leader, serviceIP)
 
 	out := filepath.Join(t.TempDir(), "history.json")
-	load := c.client.Start(c.bin, "drill", "history", "--json", "--meta", c.meta, "--out", out,
+	load := c.client.Start(c.bin, "drill", "history", "--tls-dir", c.tls, "--json", "--meta", c.meta, "--out", out,
 		"--keys", "3", "--workers", "3", "--bulk-workers", "1", "--bulk-size", "300000", "--duration", "3m")
 	waitFor(t, "the workload to start", 30*time.Second, func() bool {
 		return strings.Contains(load.Output(), "workload running") || load.Exited()

@@ -104,7 +104,7 @@ func (c *cluster) mount(h *netns.Host) (*netns.Proc, string) {
 	// The mount lives in the daemon's mount namespace and goes with it
 	// (the harness kills every process when the test ends).
 	c.t.Cleanup(func() { os.Remove(dir) })
-	p := h.Start(c.bin, "mount", "--meta", c.meta, "--cache-dir", "", "--lock-ttl", "3s", dir)
+	p := h.Start(c.bin, "mount", "--tls-dir", c.tls, "--meta", c.meta, "--cache-dir", "", "--lock-ttl", "3s", dir)
 	waitFor(c.t, "the mount on "+h.Name, 30*time.Second, func() bool {
 		return strings.Contains(p.Output(), "strata mounted on") || p.Exited()
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/strata-hpc/strata/dataserver"
 	"github.com/strata-hpc/strata/internal/audit"
 	"github.com/strata-hpc/strata/internal/netfault"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/metaserver"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -63,8 +64,18 @@ type Options struct {
 	// CapLifetime, when set, is the lifetime of shard capabilities (the
 	// metaserver's default: 5 min).
 	CapLifetime time.Duration
-	// AuditLog, when set, receives every metaserver's audit records.
-	AuditLog *audit.Log
+	// Insecure runs the cluster in plain text. By default every
+	// connection is mutual TLS with a CA made for this cluster alone
+	// (Cluster.TLSDir holds ca.crt and a certificate for every role);
+	// clients get theirs from Cluster.ClientTLS.
+	Insecure bool
+	// TLSDir, when set, is a TLS directory (ca.crt and ROLE.crt/ROLE.key
+	// for every role) to use instead of making a CA: tests that run CLI
+	// commands point STRATA_TLS_DIR at the same directory.
+	TLSDir string
+	// Audit receives the servers' audit records (refused handshakes and
+	// calls, tenant and quota changes, refused capabilities); nil: none.
+	Audit *audit.Log
 }
 
 // Cluster is a running test cluster.
@@ -75,6 +86,7 @@ type Cluster struct {
 	Meta []*Meta
 	Data []*Data
 	log  *slog.Logger
+	ids  map[pki.Role]*pki.Identity // nil when Insecure
 
 	servicePort int
 }
@@ -116,6 +128,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	c := &Cluster{t: t, opts: opts, Dir: t.TempDir(), log: log}
+	if !opts.Insecure {
+		c.makeTLS()
+	}
 	t.Cleanup(c.Close)
 	c.startMetas()
 	c.WaitLeader()
@@ -203,7 +218,6 @@ func (c *Cluster) startMetas() {
 		cfg.AuditInterval, cfg.OrphanGrace = c.opts.AuditInterval, c.opts.OrphanGrace
 		// A rotated capability key signs after 2 s: 10 dataserver heartbeats.
 		cfg.CapActivationDelay, cfg.CapLifetime = 2*time.Second, c.opts.CapLifetime
-		cfg.AuditLog = c.opts.AuditLog
 		if c.opts.Policy != nil {
 			cfg.DefaultPolicy = c.opts.Policy
 		}
@@ -218,6 +232,7 @@ func (c *Cluster) startMetas() {
 			cfg.TrailingLogs = c.opts.TrailingLogs
 		}
 		cfg.Logger = c.log.With("member", cfg.ID)
+		cfg.TLS, cfg.Audit = c.Identity(pki.RoleMeta), c.opts.Audit
 		m := &Meta{Cfg: cfg, Switch: netfault.New()}
 		m.Cfg.Net = m.Switch
 		c.Meta = append(c.Meta, m)
@@ -351,6 +366,7 @@ func (c *Cluster) AddData() int {
 		cfg.Labels = c.opts.Labels(i)
 	}
 	cfg.Logger = c.log.With("member", fmt.Sprintf("d%d", i+1))
+	cfg.TLS, cfg.Audit = c.Identity(pki.RoleData), c.opts.Audit
 	sw := netfault.New()
 	cfg.Net = sw
 	c.Data = append(c.Data, &Data{Cfg: cfg, Switch: sw})
