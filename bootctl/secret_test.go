@@ -87,6 +87,16 @@ func TestBMCPasswordEncrypted(t *testing.T) {
 	if got, _ := s.GetNode(ctx, "e1"); got.BMC.Password != pw || got.BMC.User != "root" {
 		t.Errorf("after an edit without the key: %q user %s", got.BMC.Password, got.BMC.User)
 	}
+	// A new password with the key is sealed afresh (node set --bmc-password).
+	for _, p := range []string{"Second-pw-42", pw} {
+		if _, err := s.UpdateNode(ctx, "e1", func(n *Node) error { n.BMC.Password = p; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.GetNode(ctx, "e1"); got.BMC.Password != p || strings.Contains(rawNode(t, s, "e1"), p) {
+			t.Errorf("after setting %q: read %q, stored %s", p, got.BMC.Password, rawNode(t, s, "e1"))
+		}
+	}
+	raw = rawNode(t, s, "e1")
 
 	// The wrong key: named in the error, at the power action.
 	wrong := NewStore(s.c, nil)
