@@ -9,13 +9,23 @@ FUZZTIME=${FUZZTIME:-5s}
 GO=${GO:-go}
 cd "$(dirname "$0")/.."
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
 failed=""
 targets=$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -H -o '^func Fuzz[A-Za-z0-9_]*' |
 	sed 's|^\./||; s|/[^/]*_test.go:func | |' | sort -u)
-# fuzz PKG NAME TIME: one run; its output is kept in $out.
+bindir=$(mktemp -d)
+trap 'rm -rf "$out" "$bindir"' EXIT
+cache=$($GO env GOCACHE)/fuzz
+# fuzz PKG NAME TIME: one run, with the package's instrumented test binary
+# (built once per package: linking is most of a short run's cost); its
+# output is kept in $out. It runs in the package directory, as go test
+# does, so the corpus is read from and crashers written to testdata/fuzz.
 fuzz() {
-	$GO test -count=1 -run '^$' -fuzz "^$2\$" -fuzztime "$3" -parallel 1 "./$1" >"$out" 2>&1
+	bin="$bindir/$(echo "$1" | tr / _).test"
+	if [ ! -x "$bin" ]; then
+		$GO test -c -fuzz=. -o "$bin" "./$1" || return 1
+	fi
+	(cd "$1" && "$bin" -test.run '^$' -test.fuzz "^$2\$" -test.fuzztime "$3" -test.parallel 1 \
+		-test.fuzzcachedir "$cache/$($GO list "./$1")") >"$out" 2>&1
 	rc=$?
 	cat "$out"
 	return $rc
