@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -183,5 +185,54 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestConcurrentWritersOneFile has several descriptors of one file on
+// one mount write disjoint ranges at once (MPI ranks on one node), in
+// pieces that straddle chunks, so that background sends, waits for them
+// and write-throughs of non-contiguous ranges interleave.
+func TestConcurrentWritersOneFile(t *testing.T) {
+	c := newCluster(t, nil)
+	mp := mount(t, c, nil)
+	p := filepath.Join(mp, "shared")
+	const writers, region, piece = 4, 6<<20 + 4321, 700 << 10
+	want := randData(writers*region, 11)
+	must(t, os.WriteFile(p, nil, 0o644))
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			// Back to front every other piece, then the rest: ranges that
+			// do not continue each other inside a chunk.
+			lo, hi := w*region, (w+1)*region
+			for pass := range 2 {
+				for off := lo + pass*piece; off < hi; off += 2 * piece {
+					end := min(off+piece, hi)
+					if _, err := f.WriteAt(want[off:end], int64(off)); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+			errs <- f.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (%v) %s, want %d", len(got), err, firstDiff(got, want), len(want))
 	}
 }

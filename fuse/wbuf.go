@@ -165,7 +165,10 @@ func (n *node) bufferWrite(ctx context.Context, p []byte, off int64) error {
 			if err := n.sendRanges(ctx, []uint64{idx}); err != nil {
 				return err
 			}
-			d = nil
+			// sendRanges may have waited (releasing n.mu), and another
+			// write to this chunk may have been buffered meanwhile: look
+			// again.
+			continue
 		}
 		if d == nil {
 			d = &dirtyRange{lo: in, hi: in, base: in}
@@ -179,22 +182,31 @@ func (n *node) bufferWrite(ctx context.Context, p []byte, off int64) error {
 	if n.wb.bytes >= maxBuffered {
 		return n.flushLocked(ctx)
 	}
-	if full := n.wb.fullChunks(cs); len(full) >= fullChunksPerFlush {
-		n.sendInBackgroundLocked(ctx, full)
+	if len(n.wb.fullChunks(cs)) >= fullChunksPerFlush {
+		n.sendInBackgroundLocked(ctx)
 	}
 	return nil
 }
 
-// sendInBackgroundLocked takes the full chunks idxs out of the buffer and
+// sendInBackgroundLocked takes the full chunks out of the buffer and
 // sends them from a goroutine, after waiting for a free send slot (and
 // for any earlier send of one of these chunks, so that the newer content
-// commits last).
-func (n *node) sendInBackgroundLocked(ctx context.Context, idxs []uint64) {
+// commits last). The wait releases n.mu, so the full chunks are listed
+// again after it: other writes may have changed the buffer.
+func (n *node) sendInBackgroundLocked(ctx context.Context) {
 	if n.wb.sendDone == nil {
 		n.wb.sendDone = sync.NewCond(&n.mu)
 		n.wb.sending = make(map[uint64]bool)
 	}
-	for n.wb.sends >= maxSends || slices.ContainsFunc(idxs, func(i uint64) bool { return n.wb.sending[i] }) {
+	var idxs []uint64
+	for {
+		idxs = n.wb.fullChunks(n.cs)
+		if len(idxs) == 0 {
+			return
+		}
+		if n.wb.sends < maxSends && !slices.ContainsFunc(idxs, func(i uint64) bool { return n.wb.sending[i] }) {
+			break
+		}
 		n.wb.sendDone.Wait()
 	}
 	slices.Sort(idxs)
@@ -244,21 +256,24 @@ func (n *node) takeSendErrLocked() error {
 // that fails to go out is dropped and the error returned, as NFS reports
 // a failed write-back on close.
 func (n *node) flushLocked(ctx context.Context) error {
-	idxs := make([]uint64, 0, len(n.wb.ranges))
-	for idx := range n.wb.ranges {
-		idxs = append(idxs, idx)
-	}
-	return n.sendRanges(ctx, idxs)
+	return n.sendRanges(ctx, nil)
 }
 
 // sendRanges waits for the background sends, then writes the dirty
-// ranges of chunks idxs, merging ranges that continue each other across
-// chunk boundaries into one WriteAtv (so whole chunks are written in
-// parallel and committed together), and removes them from the buffer.
+// ranges of chunks idxs (nil: all of them) that are still buffered after
+// the wait, merging ranges that continue each other across chunk
+// boundaries into one WriteAtv (so whole chunks are written in parallel
+// and committed together), and removes them from the buffer.
 func (n *node) sendRanges(ctx context.Context, idxs []uint64) error {
 	waitErr := n.waitSendsLocked()
-	slices.Sort(idxs)
-	err := n.writeRuns(ctx, n.takeRuns(idxs))
+	var present []uint64
+	for idx := range n.wb.ranges {
+		if idxs == nil || slices.Contains(idxs, idx) {
+			present = append(present, idx)
+		}
+	}
+	slices.Sort(present)
+	err := n.writeRuns(ctx, n.takeRuns(present))
 	if waitErr != nil {
 		return waitErr
 	}
