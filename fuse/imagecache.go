@@ -56,6 +56,7 @@ type frozenCache struct {
 
 	mu       sync.Mutex
 	layouts  map[uint64]*client.FileLayout
+	queued   map[uint64]bool          // waiting for a worker
 	inflight map[uint64]chan struct{} // fetches ahead running, by inode
 }
 
@@ -63,7 +64,8 @@ func newFrozenCache(cl *client.Client) *frozenCache {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &frozenCache{
 		cl: cl, ctx: ctx, cancel: cancel, queue: make(chan uint64, prefetchQueue),
-		layouts: make(map[uint64]*client.FileLayout), inflight: make(map[uint64]chan struct{}),
+		layouts: make(map[uint64]*client.FileLayout), queued: make(map[uint64]bool),
+		inflight: make(map[uint64]chan struct{}),
 	}
 }
 
@@ -90,7 +92,7 @@ func (fc *frozenCache) keep(ino uint64, l *client.FileLayout) {
 
 // wait returns once no fetch ahead of ino is running (a reader arriving
 // while its file is being fetched ahead waits rather than fetching it a
-// second time).
+// second time; one still queued is not waited for: the queue may be long).
 func (fc *frozenCache) wait(ctx context.Context, ino uint64) {
 	fc.mu.Lock()
 	ch := fc.inflight[ino]
@@ -139,8 +141,9 @@ func (fc *frozenCache) prefetch(entries []*stratapb.DirEntry) {
 		}
 		fc.mu.Lock()
 		_, busy := fc.inflight[a.GetIno()]
+		busy = busy || fc.queued[a.GetIno()]
 		if !busy {
-			fc.inflight[a.GetIno()] = make(chan struct{})
+			fc.queued[a.GetIno()] = true
 		}
 		fc.mu.Unlock()
 		if busy {
@@ -148,10 +151,25 @@ func (fc *frozenCache) prefetch(entries []*stratapb.DirEntry) {
 		}
 		select {
 		case fc.queue <- a.GetIno():
-		default:
-			fc.done(a.GetIno()) // queue full: the reader fetches it itself
+		default: // queue full: the reader fetches it itself
+			fc.mu.Lock()
+			delete(fc.queued, a.GetIno())
+			fc.mu.Unlock()
 		}
 	}
+}
+
+// start marks the fetch ahead of ino running, unless a reader fetched
+// its chunk list meanwhile (then there is nothing left to fetch ahead).
+func (fc *frozenCache) start(ino uint64) bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	delete(fc.queued, ino)
+	if fc.layouts[ino] != nil {
+		return false
+	}
+	fc.inflight[ino] = make(chan struct{})
+	return true
 }
 
 func (fc *frozenCache) done(ino uint64) {
@@ -170,8 +188,10 @@ func (fc *frozenCache) work() {
 		case <-fc.ctx.Done():
 			return
 		case ino := <-fc.queue:
-			fc.fetchAhead(ino)
-			fc.done(ino)
+			if fc.start(ino) {
+				fc.fetchAhead(ino)
+				fc.done(ino)
+			}
 		}
 	}
 }
