@@ -80,6 +80,23 @@ var MethodRoles = map[string][]Role{
 	// Image service (metaservers).
 	"/strata.v1.Image/TreeUsage": users,
 
+	// Import service (metaservers): batched image import.
+	"/strata.v1.Import/ImportBatch": users,
+
+	// Tenant service (metaservers): tenants and quotas. Which caller may
+	// manage tenants (the administrator: no tenant token, no tenant-bound
+	// certificate) is the metaserver's check.
+	"/strata.v1.Tenant/CreateTenant": users,
+	"/strata.v1.Tenant/RemoveTenant": users,
+	"/strata.v1.Tenant/ListTenants":  users,
+	"/strata.v1.Tenant/SetQuota":     users,
+	"/strata.v1.Tenant/ListQuotas":   users,
+	"/strata.v1.Tenant/WhoAmI":       users,
+
+	// CapAdmin service (metaservers): shard capability keys.
+	"/strata.v1.CapAdmin/RotateKey": users,
+	"/strata.v1.CapAdmin/KeyStatus": users,
+
 	// Lock service (metaservers).
 	"/strata.v1.Lock/KeepAlive":    users,
 	"/strata.v1.Lock/SetLock":      users,
