@@ -16,6 +16,8 @@ import (
 	"github.com/strata-hpc/strata/client"
 	"github.com/strata-hpc/strata/internal/ipmisim"
 	"github.com/strata-hpc/strata/internal/netns"
+	"github.com/strata-hpc/strata/internal/pki"
+	"github.com/strata-hpc/strata/internal/testcluster"
 )
 
 // watchdogNet is 3 metadata hosts and a spare, each a network namespace
@@ -28,6 +30,7 @@ type watchdogNet struct {
 	bin    string
 	dir    string
 	key    string
+	tls    string        // TLS directory (a CA of this test, a certificate per role)
 	hosts  []*netns.Host // m1..m4; m4 is the spare
 	bmcs   map[string]*ipmisim.BMC
 	ctl    *netns.Host
@@ -42,6 +45,10 @@ func newWatchdogNet(t *testing.T) *watchdogNet {
 	n := netns.New(t, "10.77.0.0/24")
 	w := &watchdogNet{t: t, net: n, bin: netns.StrataBinary(t), dir: t.TempDir(), bmcs: map[string]*ipmisim.BMC{}}
 	w.key = filepath.Join(w.dir, "bmc.key")
+	w.tls = filepath.Join(w.dir, "tls")
+	if err := testcluster.MakeTLSDir(filepath.Join(w.dir, "ca"), w.tls); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := bootctl.WriteKeyFile(w.key, false); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +65,7 @@ func newWatchdogNet(t *testing.T) *watchdogNet {
 	w.ctl = n.AddHost("ctl")
 	w.client = n.AddHost("client")
 	for i, h := range w.hosts {
-		args := []string{"ip", "netns", "exec", h.NS, w.bin, "meta", "--id", h.Name, "--dir", filepath.Join(w.dir, h.Name),
+		args := []string{"ip", "netns", "exec", h.NS, w.bin, "meta", "--tls-dir", w.tls, "--id", h.Name, "--dir", filepath.Join(w.dir, h.Name),
 			"--raft-addr", h.Addr(raftPort), "--grpc-addr", h.Addr(grpcPort),
 			"--heartbeat-timeout", "300ms", "--election-timeout", "300ms", "--leader-lease", "150ms",
 			"--service-ip", serviceIP + "/24", "--service-iface", "eth0", "--log-level", "warn"}
@@ -94,7 +101,7 @@ func tail(s string, n int) string {
 func (w *watchdogNet) strata(h *netns.Host, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := h.Exec(ctx, w.bin, args...)
+	out, err := h.Exec(ctx, w.bin, append(args, "--tls-dir", w.tls)...)
 	return string(out), err
 }
 
@@ -200,11 +207,11 @@ func TestWatchdogWithServiceIP(t *testing.T) {
 	first := w.leader("")
 	w.onlyHolder(first)
 	w.register()
-	w.ctl.Start(w.bin, "bootctl", "--meta", w.meta, "--listen", w.ctl.Addr(7480), "--id", "ctl0",
+	w.ctl.Start(w.bin, "bootctl", "--tls-dir", w.tls, "--meta", w.meta, "--listen", w.ctl.Addr(7480), "--id", "ctl0",
 		"--service-meta", serviceIP+":7400", "--bmc-key-file", w.key, "--lease-ttl", "6s",
 		"--probe-every", "300ms", "--probe-timeout", "300ms", "--fail-after", "2", "--rejoin-timeout", "10s")
 	stop := filepath.Join(w.dir, "stop-workload")
-	work := w.client.Start(os.Args[0], helperArg, "meta-workload", serviceIP+":7400", stop)
+	work := w.client.Start(os.Args[0], helperArg, "meta-workload", serviceIP+":7400", stop, w.tls)
 	t.Cleanup(func() { os.WriteFile(stop, nil, 0o644) })
 	waitFor(t, "the boot controller active", 30*time.Second, func() bool {
 		out, _ := w.strata(w.client, "bootctl", "status", "--meta", serviceIP+":7400")
@@ -282,16 +289,21 @@ type workloadResult struct {
 	Bad       int    `json:"bad"`
 }
 
-// metaWorkload is the test binary's "meta-workload ADDR STOPFILE" helper:
+// metaWorkload is the test binary's "meta-workload ADDR STOPFILE TLSDIR" helper:
 // it creates files with an xattr through the metadata service at ADDR
 // until STOPFILE exists, then reads every one back and prints the result
 // as JSON.
 func metaWorkload(args []string) int {
-	if len(args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: meta-workload ADDR STOPFILE")
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: meta-workload ADDR STOPFILE TLSDIR")
 		return 2
 	}
-	c, err := client.New(client.Config{MetaAddrs: []string{args[0]}, Logger: slog.New(slog.DiscardHandler)})
+	id, err := pki.Load(args[2], pki.RoleClient, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c, err := client.New(client.Config{MetaAddrs: []string{args[0]}, TLS: id, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
