@@ -28,9 +28,13 @@ func TestHealHeartbeatGapIsNotLoss(t *testing.T) {
 	id := e.dataID(0)
 	layout := func() map[uint64][]uint32 {
 		out := map[uint64][]uint32{}
-		for _, ch := range e.chunks() {
-			out[ch.Id] = ch.Servers
-		}
+		waitCond(t, time.Minute, "chunk lists from a leader", func() bool {
+			chunks := e.chunks() // nil when the leader changed meanwhile
+			for _, ch := range chunks {
+				out[ch.Id] = ch.Servers
+			}
+			return len(chunks) > 0
+		})
 		return out
 	}
 	before := layout()
