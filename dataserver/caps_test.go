@@ -55,6 +55,11 @@ func capsFor(key capability.Key) grpc.UnaryClientInterceptor {
 				c.ChunkID = r.GetKey().GetChunkId()
 				r.Capability = capability.AppendSigned(nil, key, c)
 			}
+		case *stratapb.RebuildShardRequest:
+			if r.Capability == nil {
+				c.ChunkID = r.GetChunk().GetId()
+				r.Capability = capability.AppendSigned(nil, key, c)
+			}
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}

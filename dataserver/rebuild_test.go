@@ -50,7 +50,8 @@ func newRebuildRig(t testing.TB) *rebuildRig {
 			writeShard(t, c, Key{ChunkID: 42, Index: uint32(i)}, shards[i])
 		}
 	}
-	cc, err := grpc.NewClient(g.servers[k+m].Addr(), metaconn.DialOptions()...)
+	// The leader's rebuild capability, as the repair scheduler sends it.
+	cc, err := grpc.NewClient(g.servers[k+m].Addr(), metaconn.DialOptions(grpc.WithChainUnaryInterceptor(capsFor(testCapKey)))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,10 +11,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/ratelimit"
 	"github.com/strata-hpc/strata/internal/rpcerr"
 	"github.com/strata-hpc/strata/internal/testcluster"
@@ -22,12 +22,14 @@ import (
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
 
-// dialFrom connects to addr from the loopback address src, so that a test
-// can be two clients (two peer identities) on one machine.
-func dialFrom(t *testing.T, src, addr string) *grpc.ClientConn {
+// dialFrom connects to addr from the loopback address src with the TLS
+// credentials creds. A client's identity for rate limits is its
+// certificate's subject (its address without TLS): two certificates make
+// two clients on one machine.
+func dialFrom(t *testing.T, src, addr string, creds grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(addr, creds,
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
@@ -43,7 +45,7 @@ func dialFrom(t *testing.T, src, addr string) *grpc.ClientConn {
 func TestOversizedRequestRefused(t *testing.T) {
 	tc := testcluster.New(t, testcluster.Options{Meta: 1})
 	addr := tc.MetaAddrs()[0]
-	mc := stratapb.NewMetaClient(dialFrom(t, "127.0.0.1", addr))
+	mc := stratapb.NewMetaClient(dialFrom(t, "127.0.0.1", addr, tc.DialCreds(pki.RoleMeta)))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	big := strings.Repeat("n", metaserver.DefaultMaxRecvMsgSize+1)
@@ -55,7 +57,7 @@ func TestOversizedRequestRefused(t *testing.T) {
 		t.Fatal("an oversized request counts as retryable")
 	}
 	// Through the client library's retry loop: refused at once.
-	conn, err := metaconn.New([]string{addr}, metaconn.Options{DialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64 << 20))}})
+	conn, err := metaconn.New([]string{addr}, metaconn.Options{DialOptions: []grpc.DialOption{tc.DialCreds(pki.RoleMeta), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64 << 20))}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +88,8 @@ func TestRateLimitGreedyClient(t *testing.T) {
 	addr := tc.MetaAddrs()[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	greedy := stratapb.NewMetaClient(dialFrom(t, "127.0.0.2", addr))
-	other := stratapb.NewMetaClient(dialFrom(t, "127.0.0.3", addr))
+	greedy := stratapb.NewMetaClient(dialFrom(t, "127.0.0.2", addr, tc.DialCredsAs(pki.RoleClient, pki.RoleMeta)))
+	other := stratapb.NewMetaClient(dialFrom(t, "127.0.0.3", addr, tc.DialCredsAs(pki.RoleBootctl, pki.RoleMeta)))
 	waitServing(ctx, t, other)
 
 	var limited, ok atomic.Int64
@@ -129,7 +131,7 @@ func TestRateLimitGreedyClient(t *testing.T) {
 	// The client library, from the greedy address, retries with back-off.
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 	conn, err := metaconn.New([]string{addr}, metaconn.Options{DialOptions: []grpc.DialOption{
-		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) })}})
+		tc.DialCredsAs(pki.RoleClient, pki.RoleMeta), grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) })}})
 	if err != nil {
 		t.Fatal(err)
 	}
