@@ -118,7 +118,7 @@ func validMethod(m string) bool {
 // fuzzStore is newStore for a fuzz target (a testing.TB).
 func fuzzStore(tb testing.TB) *Store {
 	tc := testcluster.New(tb, testcluster.Options{Meta: 1})
-	c, err := client.New(client.Config{MetaAddrs: tc.MetaAddrs(), Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(client.Config{MetaAddrs: tc.MetaAddrs(), TLS: tc.ClientTLS(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}

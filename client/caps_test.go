@@ -16,6 +16,7 @@ import (
 
 	"github.com/strata-hpc/strata/internal/capability"
 	"github.com/strata-hpc/strata/internal/metaconn"
+	"github.com/strata-hpc/strata/internal/pki"
 	"github.com/strata-hpc/strata/internal/testcluster"
 	"github.com/strata-hpc/strata/proto/stratapb"
 )
@@ -23,9 +24,9 @@ import (
 // rawDataClient connects to a dataserver with no capabilities of its own:
 // what someone who learnt a chunk id, but has no layout from the metadata
 // service, can do.
-func rawDataClient(t testing.TB, addr string) stratapb.DataClient {
+func rawDataClient(t testing.TB, cl *testcluster.Cluster, addr string) stratapb.DataClient {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, metaconn.DialOptions()...)
+	cc, err := grpc.NewClient(addr, metaconn.DialOptions(cl.DialCreds(pki.RoleData))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestCapabilityClusterRefusals(t *testing.T) {
 	if capA == nil || capB == nil || layoutA.GetCaps().GetTtlMs() == 0 {
 		t.Fatalf("GetChunks gave no capabilities: %v", layoutA.GetCaps())
 	}
-	dc := rawDataClient(t, e.chunkAddr(chA, 0))
+	dc := rawDataClient(t, e.cl, e.chunkAddr(chA, 0))
 	keyA := &stratapb.ShardKey{ChunkId: chA.Id, Index: 0}
 
 	_, err := dc.ReadShard(ctx, &stratapb.ReadShardRequest{Key: keyA})
@@ -215,7 +216,7 @@ func TestDataserverRestartRecoversKeys(t *testing.T) {
 		})
 	}
 	ch := e.chunk(attr.Ino, 0)
-	dc := rawDataClient(t, e.chunkAddr(ch, 1))
+	dc := rawDataClient(t, e.cl, e.chunkAddr(ch, 1))
 	capb := e.chunks(attr.Ino).GetCaps().GetByChunk()[ch.Id]
 	if _, err := dc.StatShard(ctxT(t), &stratapb.StatShardRequest{Key: &stratapb.ShardKey{ChunkId: ch.Id, Index: 1}, Capability: capb}); err != nil {
 		t.Fatalf("stat with a valid capability after restart: %v", err)

@@ -27,7 +27,7 @@ func TestQuotaLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := tenantClient(t, cl.MetaAddrs(), tok)
+	a := tenantClient(t, cl, tok)
 	if _, err := a.SetQuota(ctx, client.QuotaTarget{Tenant: "alpha"}, 1, 1); err == nil {
 		t.Fatal("a tenant set its own tenant quota")
 	}
@@ -134,7 +134,7 @@ func tenantQuota(ctx context.Context, t *testing.T, c *client.Client) *stratapb.
 func TestQuotaFailover(t *testing.T) {
 	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6, SnapshotThreshold: 32, TrailingLogs: 16})
 	ctx := ctxFor(t)
-	admin := tenantClient(t, cl.MetaAddrs(), "")
+	admin := tenantClient(t, cl, "")
 	tok, _, err := admin.CreateTenant(ctx, "beta", client.TenantOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestQuotaFailover(t *testing.T) {
 	if _, err := admin.SetQuota(ctx, client.QuotaTarget{Tenant: "beta"}, limit, 0); err != nil {
 		t.Fatal(err)
 	}
-	b := tenantClient(t, cl.MetaAddrs(), tok)
+	b := tenantClient(t, cl, tok)
 
 	var (
 		mu      sync.Mutex

@@ -48,9 +48,9 @@ type tenantEnv struct {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func tenantClient(t testing.TB, addrs []string, token string) *client.Client {
+func tenantClient(t testing.TB, cl *testcluster.Cluster, token string) *client.Client {
 	t.Helper()
-	c, err := client.New(client.Config{MetaAddrs: addrs, TenantToken: token, Logger: quietLogger(), ShardTimeout: 10 * time.Second})
+	c, err := client.New(client.Config{MetaAddrs: cl.MetaAddrs(), TLS: cl.ClientTLS(), TenantToken: token, Logger: quietLogger(), ShardTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func newTenantEnv(t *testing.T) *tenantEnv {
 		t.Fatal(err)
 	}
 	e.tokA, e.rootA, e.rootB = tokA, infoA.RootIno, infoB.RootIno
-	e.a, e.b = tenantClient(t, cl.MetaAddrs(), tokA), tenantClient(t, cl.MetaAddrs(), tokB)
+	e.a, e.b = tenantClient(t, cl, tokA), tenantClient(t, cl, tokB)
 
 	// B's things: a directory, a file, a content-addressed file, a
 	// snapshot, a frozen tree (an image), a lock.
@@ -440,12 +440,12 @@ func TestTenantBadToken(t *testing.T) {
 	}
 	t.Cleanup(func() { f.Close() })
 	cl := testcluster.New(t, testcluster.Options{Meta: 3, Data: 3, Audit: audit.New(f, nil)})
-	admin := tenantClient(t, cl.MetaAddrs(), "")
+	admin := tenantClient(t, cl, "")
 	ctx := ctxFor(t)
 	if _, _, err = admin.CreateTenant(ctx, "alpha", client.TenantOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bad := tenantClient(t, cl.MetaAddrs(), "stt_forged")
+	bad := tenantClient(t, cl, "stt_forged")
 	_, err = bad.Stat(ctx, "/")
 	if status.Code(err) != codes.Unauthenticated && !strings.Contains(err.Error(), "invalid tenant token") {
 		t.Fatalf("forged token: %v, want Unauthenticated", err)

@@ -140,7 +140,7 @@ func metaPhases(b *testing.B, mounts []func() string, dir string, files, workers
 // one directory (the kernel sends them one at a time).
 func clientSerial(b *testing.B, c *testcluster.Cluster, files int) {
 	ctx := context.Background()
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), Logger: testLogger()})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), Logger: testLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

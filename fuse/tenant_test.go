@@ -37,7 +37,7 @@ func tenantMount(t *testing.T, c *testcluster.Cluster, name string, squash bool,
 			t.Fatal(err)
 		}
 	}
-	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TenantToken: tok, Logger: testLogger()})
+	cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), TenantToken: tok, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func TestTenantImagesAndOverlays(t *testing.T) {
 	ctx := context.Background()
 	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
 	open := func(token string) (*Store, *client.Client) {
-		cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TenantToken: token, Logger: slog.New(slog.DiscardHandler)})
+		cl, err := client.New(client.Config{MetaAddrs: c.MetaAddrs(), TLS: c.ClientTLS(), TenantToken: token, Logger: slog.New(slog.DiscardHandler)})
 		must(t, err)
 		t.Cleanup(func() { cl.Close() })
 		return New(cl, nil), cl

@@ -22,7 +22,7 @@ func newBenchEnv(b *testing.B, opts testcluster.Options) *healEnv {
 		opts.Policy = &stratapb.StripePolicy{DataShards: 4, ParityShards: 2, ChunkSize: 4 << 20, SmallThreshold: 128 << 10}
 	}
 	cl := testcluster.New(b, opts)
-	c, err := client.New(client.Config{MetaAddrs: cl.MetaAddrs()})
+	c, err := client.New(client.Config{MetaAddrs: cl.MetaAddrs(), TLS: cl.ClientTLS()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/strata-hpc/strata/bootctl"
 	"github.com/strata-hpc/strata/client"
+	"github.com/strata-hpc/strata/internal/pki"
 )
 
 // BenchmarkGroupSwitch16: one `strata group switch` of 16 simulated nodes
@@ -91,7 +92,11 @@ func spareCatchUp(b *testing.B, files, base int) {
 			b.Fatal(err)
 		}
 	}
-	c, err := client.New(client.Config{MetaAddrs: addrs, Logger: slog.New(slog.DiscardHandler)})
+	id, err := pki.Load(testTLSDir, pki.RoleClient, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := client.New(client.Config{MetaAddrs: addrs, TLS: id, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

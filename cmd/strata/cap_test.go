@@ -12,7 +12,7 @@ import (
 // rotate` adds one that signs after the activation delay, files written
 // before and after read back, and bad usage exits 2.
 func TestCapCLI(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 1, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 1, Data: 6})
 	putFile(t, c, "/before", randomBytes(300<<10, 1))
 	out := mustCLI(t, c, "cap", "status")
 	if !strings.Contains(out, "signing key 1,") || !strings.Contains(out, "1 (signing)") {

@@ -15,7 +15,7 @@ import (
 // with it; the tenant (by $STRATA_TENANT_TOKEN) sees only its own tree and
 // the shared image, and a write past its quota fails with a clear message.
 func TestTenantCLI(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Meta: 3, Data: 6})
+	c := testcluster.New(t, testcluster.Options{TLSDir: testTLSDir, Meta: 3, Data: 6})
 	t.Setenv("STRATA_TENANT_TOKEN", "")
 	out := mustCLI(t, c, "tenant", "create", "acme")
 	tok := regexp.MustCompile(`stt_[A-Za-z0-9_-]+`).FindString(out)
