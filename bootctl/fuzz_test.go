@@ -124,6 +124,7 @@ func fuzzStore(tb testing.TB) *Store {
 	}
 	tb.Cleanup(func() { c.Close() })
 	s := NewStore(c, nil)
+	s.SetKey(testKey(tb)) // BMC passwords are stored sealed
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.Init(ctx); err != nil {

@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-func testKey(t *testing.T) *Key {
+func testKey(t testing.TB) *Key {
 	t.Helper()
 	raw := make([]byte, keyBytes)
 	if _, err := rand.Read(raw); err != nil {

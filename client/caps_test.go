@@ -72,13 +72,16 @@ func TestCapabilityClusterRefusals(t *testing.T) {
 	junk := []byte("junk")
 	_, err = dc.WriteShard(ctx, &stratapb.WriteShardRequest{Key: keyA, Data: junk, Crc32C: crc32c(junk), Capability: capA})
 	wantDenied(t, "write with a read capability", err)
+	// A client certificate may not delete shards at all (only the
+	// metadata leader's GC does): the role check refuses it before the
+	// capability is looked at, so the dataserver counts 4 refusals.
 	_, err = dc.DeleteShard(ctx, &stratapb.DeleteShardRequest{Key: keyA, Capability: capA})
 	wantDenied(t, "delete with a read capability", err)
 	if _, err := dc.ReadShard(ctx, &stratapb.ReadShardRequest{Key: keyA, Capability: capA}); err != nil {
 		t.Fatalf("read with the layout's capability: %v", err)
 	}
-	if n := e.cl.Data[e.dataIndex(chA.Servers[0])].Srv.CapabilityRefusals(); n != 5 {
-		t.Fatalf("dataserver counted %d refusals, want 5", n)
+	if n := e.cl.Data[e.dataIndex(chA.Servers[0])].Srv.CapabilityRefusals(); n != 4 {
+		t.Fatalf("dataserver counted %d capability refusals, want 4", n)
 	}
 	if got := e.get("/a"); !bytes.Equal(got, dataA) {
 		t.Fatal("file /a changed")

@@ -213,9 +213,20 @@ func TestQuotaFailover(t *testing.T) {
 	cl.RestartMeta(old)
 	// Let the restarted server catch up, then make it lead: kill the others
 	// in turn until it does.
-	pollFor(t, 60*time.Second, "restarted server catches up", func() bool {
+	// Catching up means reaching what the leader had applied when the
+	// restart began: the leader keeps applying (heartbeats, keys), so
+	// chasing its current index can take forever on a loaded machine.
+	var target uint64
+	pollFor(t, 60*time.Second, "a leader after the restart", func() bool {
 		l := cl.Leader()
-		return l >= 0 && cl.Meta[old].Srv != nil && cl.Meta[old].Srv.Stats().AppliedIndex >= cl.Meta[l].Srv.Stats().AppliedIndex
+		if l < 0 || l == old || cl.Meta[l].Srv == nil {
+			return false
+		}
+		target = cl.Meta[l].Srv.Stats().AppliedIndex
+		return true
+	})
+	pollFor(t, 60*time.Second, "restarted server catches up", func() bool {
+		return cl.Meta[old].Srv != nil && cl.Meta[old].Srv.Stats().AppliedIndex >= target
 	})
 	for try := 0; try < 8; try++ {
 		l := cl.WaitLeader()

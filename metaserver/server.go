@@ -288,6 +288,11 @@ func (s *Server) Stats() FSMStats {
 		return nil
 	})
 	st.AppliedIndex = s.fsm.AppliedIndex()
+	// A snapshot installed from the leader moves the state forward
+	// without an Apply: raft knows the index it restored.
+	if s.parts != nil && s.parts.raft != nil {
+		st.AppliedIndex = max(st.AppliedIndex, s.parts.raft.AppliedIndex())
+	}
 	return st
 }
 
