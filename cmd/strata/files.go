@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
@@ -121,8 +122,40 @@ func runPut(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer c.Close()
-	_, err = c.Put(ctx, dst, in, opts)
-	return err
+	return putAtomic(ctx, c, dst, in, opts)
+}
+
+// putAtomic stores into a hidden temporary name beside dst and renames it
+// over dst once every byte is committed (as rsync and getToFile do): an
+// interrupted put (a killed process, a lost network) never leaves a
+// partial file under dst, and an older dst stays whole until the rename.
+// A killed put leaves only its ".strata-put-*" file, which `strata rm`
+// removes; a failed one removes it itself.
+func putAtomic(ctx context.Context, c *client.Client, dst string, in io.Reader, opts client.PutOptions) error {
+	dir, name := path.Split(dst)
+	if name == "" || name == "." || name == ".." {
+		return usageErr("%s: not a file name", dst)
+	}
+	tmp := fmt.Sprintf("%s.strata-put-%s-%d", dir, name, rand.Uint64())
+	if len(tmp)-len(dir) > 255 {
+		tmp = fmt.Sprintf("%s.strata-put-%d", dir, rand.Uint64())
+	}
+	// On failure the temporary file goes, best effort, on a context of its
+	// own: ctx may be what failed.
+	cleanup := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = c.Remove(rctx, tmp)
+	}
+	if _, err := c.Put(ctx, tmp, in, opts); err != nil {
+		cleanup()
+		return err
+	}
+	if err := c.Rename(ctx, tmp, dst); err != nil {
+		cleanup()
+		return fmt.Errorf("put %s: %w", dst, err)
+	}
+	return nil
 }
 
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
